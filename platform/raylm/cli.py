@@ -1,0 +1,60 @@
+"""The ``raylm`` command.
+
+Each subcommand lives in its own module under :mod:`raylm.commands` and
+exposes ``register(subparsers)``; modules are found automatically, so adding a
+command never touches this file. Heavy imports (torch, ray) stay inside the
+command functions so that ``raylm --help`` is instant.
+
+A :class:`~raylm.errors.UserError` exits with status 2 and a message, with no
+traceback unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from raylm import __version__, commands
+from raylm.errors import UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raylm",
+        description="Train transformer language models on Ray and run compute-optimal scaling studies.",
+    )
+    parser.add_argument("--version", action="version", version=f"raylm {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"raylm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

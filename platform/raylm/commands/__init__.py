@@ -1,0 +1,1 @@
+"""Subcommands of ``raylm``: one module each, each with ``register(subparsers)``."""
