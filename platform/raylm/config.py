@@ -114,7 +114,9 @@ class DataConfig(Section):
     val_fraction: float = Field(0.02, ge=0, lt=1, description="Documents routed to validation by stable hash.")
     max_docs: Optional[int] = Field(None, ge=1, description="Read at most this many documents (smoke runs).")
     shards_dir: str = Field("data/tokens", description="Output directory of the tokenize pipeline.")
-    seed: int = 0
+    num_sentinels: int = Field(100, ge=0, description="T5 sentinel tokens <extra_id_i> added to a trained tokenizer.")
+    shard_size: int = Field(8192, ge=1, description="Packed sequences per Parquet shard file.")
+    seed: int = Field(0, description="Seed of the loader's per-epoch shuffle.")
 
 
 class ParallelConfig(Section):
@@ -169,6 +171,16 @@ class TrainConfig(Section):
     eval_batches: int = Field(8, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     peak_tflops: Optional[float] = Field(None, gt=0, description="Per-device peak for MFU; measured when unset.")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept in storage (the newest).")
+    max_failures: int = Field(0, ge=-1, description="Worker-group restarts from the latest checkpoint; -1: forever.")
+
+
+class FaultsConfig(Section):
+    """Fault injection for testing recovery: kill one worker process once, or poison the loss."""
+
+    kill_rank: Optional[int] = Field(None, ge=0, description="Rank whose process exits abruptly (once).")
+    kill_at_step: Optional[int] = Field(None, ge=1, description="Optimizer step before which it exits.")
+    nan_at_step: Optional[int] = Field(None, ge=1, description="Make the loss NaN at this step (divergence test).")
 
 
 class TrackingConfig(Section):
@@ -193,6 +205,7 @@ class RunConfig(Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    faults: FaultsConfig = Field(default_factory=FaultsConfig)
 
     @model_validator(mode="after")
     def _check_cross_section(self) -> RunConfig:
@@ -201,6 +214,14 @@ class RunConfig(Section):
                 f"train.seq_len ({self.train.seq_len}) exceeds model.max_seq_len ({self.model.max_seq_len}); "
                 "raise model.max_seq_len or lower train.seq_len"
             )
+        if self.optim.nesterov and (self.optim.name != "sgd" or self.optim.momentum <= 0):
+            raise ValueError("optim.nesterov needs optim.name: sgd with optim.momentum > 0")
+        faults = self.faults
+        if (faults.kill_rank is None) != (faults.kill_at_step is None):
+            raise ValueError("faults.kill_rank and faults.kill_at_step go together; set both or neither")
+        if faults.kill_rank is not None and faults.kill_rank >= self.parallel.num_workers:
+            raise ValueError(f"faults.kill_rank ({faults.kill_rank}) must be below parallel.num_workers "
+                             f"({self.parallel.num_workers})")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,6 +251,7 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 __all__ = [
     "ConfigError",
     "DataConfig",
+    "FaultsConfig",
     "MoEConfig",
     "ModelConfig",
     "OptimConfig",

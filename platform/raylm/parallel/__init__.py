@@ -1,0 +1,1 @@
+"""Parallelism applied to a finished model: the plan check and the thin DeepSpeed layer."""

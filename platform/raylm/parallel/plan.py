@@ -1,0 +1,122 @@
+"""The parallel plan: how a run's batch and model are split over its workers.
+
+``make_plan(cfg, world_size)`` derives data-parallel size, gradient accumulation and
+precision, and rejects every impossible combination before any worker starts, each
+problem with its numbers and a fix (in the spirit of torchtitan's ``ParallelDims``).
+DeepSpeed itself rejects some of these with bare assertions deep inside; here they are
+said first, in words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raylm.config import RunConfig
+from raylm.errors import UserError
+
+
+class PlanError(UserError):
+    """A parallel plan that cannot run; the message lists every problem found."""
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    world_size: int
+    dp: int              # data-parallel replicas (world_size / pp)
+    pp: int              # pipeline stages
+    ep: int              # expert-parallel group size (inside the data-parallel group)
+    zero_stage: int
+    micro_batch: int     # sequences per rank per forward pass
+    grad_accum: int      # micro-batches per optimizer step
+    global_batch: int    # sequences per optimizer step, all ranks
+    seq_len: int
+    precision: str       # fp32 | bf16 | fp16
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.global_batch * self.seq_len
+
+
+def resolve_precision(cfg: RunConfig) -> str:
+    """``auto`` is bf16 on GPU workers and fp32 on CPU workers."""
+    if cfg.parallel.precision != "auto":
+        return cfg.parallel.precision
+    return "bf16" if cfg.parallel.use_gpu else "fp32"
+
+
+def plan_problems(cfg: RunConfig, world_size: int) -> list[str]:
+    """Every reason the plan cannot run, each with a fix; empty when it can."""
+    par, train, model = cfg.parallel, cfg.train, cfg.model
+    problems: list[str] = []
+    if world_size % par.pp:
+        problems.append(f"pp({par.pp}) does not divide the number of workers ({world_size}): pp * dp must equal "
+                        f"num_workers; use num_workers={par.pp * max(1, world_size // par.pp)} or a pp dividing "
+                        f"{world_size}")
+    dp = max(1, world_size // par.pp)
+    per_step = train.micro_batch_size * dp
+    if train.global_batch_size % per_step:
+        fixed = -(-train.global_batch_size // per_step) * per_step
+        problems.append(f"global_batch_size ({train.global_batch_size}) is not a multiple of micro_batch_size "
+                        f"({train.micro_batch_size}) * dp ({dp}) = {per_step}; use global_batch_size={fixed}")
+    if par.pp > 1 and par.zero_stage >= 2:
+        problems.append(f"pipeline parallelism (pp={par.pp}) works with ZeRO stage 0 or 1 only (DeepSpeed's pipeline "
+                        f"engine cannot partition gradients); set parallel.zero_stage=1 or parallel.pp=1")
+    if par.pp > 1 and model.n_layers < par.pp:
+        problems.append(f"model.n_layers ({model.n_layers}) is smaller than pp ({par.pp}): every stage needs a "
+                        f"layer; use pp <= {model.n_layers}")
+    if par.pp > 1 and model.arch == "t5":
+        problems.append("pipeline parallelism supports gpt and bert; train t5 with parallel.pp=1")
+    if par.pp > 1 and model.moe.n_experts:
+        problems.append("pipeline parallelism with MoE layers is not supported; set parallel.pp=1 or "
+                        "model.moe.n_experts=0")
+    problems += _moe_problems(cfg, dp)
+    if par.offload_optimizer and par.zero_stage == 0:
+        problems.append("parallel.offload_optimizer needs ZeRO stage 1, 2 or 3; set parallel.zero_stage")
+    precision = resolve_precision(cfg)
+    if precision in ("bf16", "fp16") and not par.use_gpu:
+        problems.append(f"precision {precision} needs GPU workers (parallel.use_gpu: true); on CPU use "
+                        f"parallel.precision: fp32 (or auto)")
+    return problems
+
+
+def _moe_problems(cfg: RunConfig, dp: int) -> list[str]:
+    par, moe = cfg.parallel, cfg.model.moe
+    problems = []
+    if par.ep > 1 and not moe.n_experts:
+        problems.append(f"parallel.ep={par.ep} shards experts, but the model has none; set model.moe.n_experts "
+                        f"(a multiple of {par.ep}) or parallel.ep=1")
+    if moe.n_experts and moe.n_experts % par.ep:
+        problems.append(f"ep ({par.ep}) must divide model.moe.n_experts ({moe.n_experts}); use n_experts="
+                        f"{-(-moe.n_experts // par.ep) * par.ep} or an ep dividing {moe.n_experts}")
+    if dp % par.ep:
+        problems.append(f"ep ({par.ep}) must divide the data-parallel size ({dp}); expert groups are formed inside "
+                        f"it: use an ep dividing {dp}")
+    if moe.n_experts and par.zero_stage == 3:
+        problems.append("MoE layers cannot train under ZeRO stage 3 (DeepSpeed does not partition expert "
+                        "parameters); set parallel.zero_stage to 0, 1 or 2")
+    return problems
+
+
+def make_plan(cfg: RunConfig, world_size: int | None = None) -> ParallelPlan:
+    """The plan for ``world_size`` workers (default ``parallel.num_workers``), or a :class:`PlanError`."""
+    world_size = world_size or cfg.parallel.num_workers
+    problems = plan_problems(cfg, world_size)
+    if problems:
+        raise PlanError(f"impossible parallel plan for {world_size} workers:\n  - " + "\n  - ".join(problems))
+    dp = world_size // cfg.parallel.pp
+    return ParallelPlan(
+        world_size=world_size, dp=dp, pp=cfg.parallel.pp, ep=cfg.parallel.ep, zero_stage=cfg.parallel.zero_stage,
+        micro_batch=cfg.train.micro_batch_size,
+        grad_accum=cfg.train.global_batch_size // (cfg.train.micro_batch_size * dp),
+        global_batch=cfg.train.global_batch_size, seq_len=cfg.train.seq_len, precision=resolve_precision(cfg),
+    )
+
+
+def check_data_size(plan: ParallelPlan, train_sequences: int, source: str) -> None:
+    """Every data-parallel rank needs at least one full step of sequences."""
+    if train_sequences < plan.global_batch:
+        raise PlanError(
+            f"{source} holds {train_sequences} training sequences, fewer than one global batch "
+            f"({plan.global_batch} = micro_batch {plan.micro_batch} * grad_accum {plan.grad_accum} * dp {plan.dp}); "
+            f"use more data, a shorter train.seq_len, or a smaller train.global_batch_size"
+        )

@@ -1,0 +1,1 @@
+"""Experiment tracking in MLflow: runs, nested runs, metrics and artifacts."""

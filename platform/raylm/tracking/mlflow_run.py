@@ -1,0 +1,133 @@
+"""MLflow logging that never stops training.
+
+The tracking URI is ``tracking.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else a SQLite
+file ``mlflow.db`` in the working directory (its artifacts beside it in ``mlartifacts/``).
+An unreachable server is reported once as a warning; training goes on without tracking.
+The driver creates the run; rank 0 of the workers logs into it by run id, so a run that
+restarts after a failure keeps one run and one continuous curve.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from raylm.config import TrackingConfig
+
+# Fail fast instead of retrying for minutes when a server is down.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+DEFAULT_DB = "mlflow.db"
+PARAM_VALUE_LIMIT = 6000
+
+
+def resolve_tracking_uri(tracking: TrackingConfig, cwd: Path | None = None) -> str:
+    if tracking.tracking_uri:
+        return tracking.tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{((cwd or Path.cwd()) / DEFAULT_DB).resolve()}"
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store live beside the database file."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return None
+
+
+class MlflowRun:
+    """One MLflow run; every call warns instead of raising, and logging stops after a failure."""
+
+    def __init__(self, uri: str, run_id: str | None, enabled: bool = True):
+        self.uri, self.run_id, self.enabled = uri, run_id, enabled and run_id is not None
+        self._client = None
+
+    @classmethod
+    def start(cls, tracking: TrackingConfig, run_name: str, parent_run_id: str | None = None,
+              tags: dict[str, str] | None = None) -> "MlflowRun":
+        """Create a run (nested under ``parent_run_id`` if given); a disabled run when tracking is off or down."""
+        uri = resolve_tracking_uri(tracking)
+        if not tracking.enabled:
+            return cls(uri, None, enabled=False)
+        run = cls(uri, None)
+        run.enabled = True
+        try:
+            client = run.client
+            experiment = client.get_experiment_by_name(tracking.experiment)
+            experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+                tracking.experiment, artifact_location=_artifact_root(uri) and
+                f"{_artifact_root(uri)}/{tracking.experiment}")
+            all_tags = {**(tags or {}), **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})}
+            run.run_id = client.create_run(experiment_id, run_name=tracking.run_name or run_name,
+                                           tags=all_tags).info.run_id
+        except Exception as exc:  # noqa: BLE001 - any tracking failure must not stop training
+            run._fail("start a run", exc)
+        return run
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    def _fail(self, what: str, exc: Exception) -> None:
+        warnings.warn(f"MLflow at {self.uri} failed to {what} ({type(exc).__name__}: {str(exc)[:200]}); "
+                      "training goes on without tracking", stacklevel=3)
+        self.enabled = False
+
+    def _call(self, what: str, fn, *args, **kwargs) -> Any:
+        if not self.enabled:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(what, exc)
+            return None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:PARAM_VALUE_LIMIT]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self._call("log params", self.client.log_batch, self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for i in range(0, len(items), 500):
+            self._call("log metrics", self.client.log_batch, self.run_id, metrics=items[i:i + 500])
+
+    def last_step(self, metric: str) -> int:
+        """The highest step already logged for ``metric`` (-1 if none): a restarted worker skips up to it."""
+        history = self._call("read metric history", self.client.get_metric_history, self.run_id, metric)
+        return max((m.step for m in history), default=-1) if history else -1
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._call("log an artifact", self.client.log_artifact, self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, name: str) -> None:
+        self._call("log a text artifact", self.client.log_text, self.run_id, text, name)
+
+    def set_tag(self, key: str, value: str) -> None:
+        self._call("set a tag", self.client.set_tag, self.run_id, key, value)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self._call("end the run", self.client.set_terminated, self.run_id, status)
+
+    def handle(self) -> dict[str, Any]:
+        """What a worker needs to log into this run (a plain dict for ``train_loop_config``)."""
+        return {"uri": self.uri, "run_id": self.run_id, "enabled": self.enabled}
+
+    @classmethod
+    def from_handle(cls, handle: dict[str, Any]) -> "MlflowRun":
+        return cls(handle["uri"], handle["run_id"], handle["enabled"])

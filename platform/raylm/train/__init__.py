@@ -1,0 +1,1 @@
+"""Training on Ray Train workers hosting DeepSpeed engines."""

@@ -1,0 +1,74 @@
+"""Checkpoints that hold every rank's part, reported to Ray Train.
+
+Each rank writes into its own local directory: DeepSpeed's files for that rank (model
+states on rank 0 or every rank under ZeRO-3, and each rank's optimizer partition), plus
+``rank{r}.json`` (step, loader position) and ``rank{r}_rng.pt`` (torch RNG). Every rank
+passes its directory to ``ray.train.report``, which merges them into one checkpoint in
+storage; a checkpoint passed by rank 0 alone would lose the other ranks' optimizer shards.
+Ray registers a checkpoint only after all of it is persisted, so a crash during a save
+leaves the previous checkpoint as the latest one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DEEPSPEED_TAG = "deepspeed"
+
+
+def checkpoint_dir_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+@dataclass
+class RestoredState:
+    step: int          # optimizer steps already taken
+    loader: dict       # the train loader's state_dict
+    path: str          # where the checkpoint was read from
+
+
+def save_and_report(engine, step: int, loader_state: dict, rank: int, metrics: dict) -> None:
+    """Write this rank's part and report it (a barrier across ranks)."""
+    import ray.train
+
+    local = Path(tempfile.mkdtemp(prefix=f"raylm-step{step}-rank{rank}-"))
+    try:
+        engine.save_checkpoint(str(local), tag=DEEPSPEED_TAG, client_state={"step": step})
+        (local / f"rank{rank}.json").write_text(json.dumps({"step": step, "loader": loader_state}))
+        torch.save({"torch": torch.get_rng_state()}, local / f"rank{rank}_rng.pt")
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(local)),
+                         checkpoint_dir_name=checkpoint_dir_name(step))
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def missing_ranks(directory: str | Path, world_size: int) -> list[int]:
+    """Ranks whose files are absent from a merged checkpoint directory."""
+    directory = Path(directory)
+    return [r for r in range(world_size) if not (directory / f"rank{r}.json").exists()]
+
+
+def restore(engine, rank: int, world_size: int) -> RestoredState | None:
+    """Load the latest reported checkpoint, if Ray Train hands one to this attempt."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        missing = missing_ranks(directory, world_size)
+        if missing:
+            raise RuntimeError(f"checkpoint {checkpoint.path} lacks the parts of ranks {missing}; it was written "
+                               f"by a different number of workers or is incomplete")
+        engine.load_checkpoint(directory, tag=DEEPSPEED_TAG, load_optimizer_states=True,
+                               load_lr_scheduler_states=True)
+        state = json.loads((Path(directory) / f"rank{rank}.json").read_text())
+        rng = torch.load(Path(directory) / f"rank{rank}_rng.pt", weights_only=True)
+        torch.set_rng_state(rng["torch"])
+    return RestoredState(step=state["step"], loader=state["loader"], path=checkpoint.path)

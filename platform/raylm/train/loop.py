@@ -1,0 +1,187 @@
+"""The training loop each Ray Train worker runs: ``train_loop_per_worker(config)``.
+
+Everything arrives in ``config`` (a plain dict): ``run`` is the :class:`RunConfig` and
+``runtime`` what the driver prepared (dataset directory, special token ids, MLflow run,
+storage directory). Each optimizer step runs ``grad_accum`` micro-batches through the
+DeepSpeed engine; rank 0 logs metrics; all ranks evaluate, checkpoint and report together.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from raylm.config import RunConfig
+from raylm.data.loader import TokenLoader
+from raylm.data.tokenizer import SpecialTokens
+from raylm.model import build_model
+from raylm.model.counting import flops_per_token
+from raylm.parallel.engine import build_engine, init_distributed
+from raylm.parallel.plan import make_plan
+from raylm.tracking.mlflow_run import MlflowRun
+from raylm.train import checkpoints
+from raylm.train.batches import model_inputs, objective_generator
+from raylm.train.metrics import StepTimer, measure_peak_flops, memory_bytes, mfu
+from raylm.train.moe_metrics import moe_metrics
+from raylm.train.optimizers import build_optimizer, build_scheduler
+
+FAULT_MARKER = ".fault_injected"
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+
+    context = ray.train.get_context()
+    WorkerRun(RunConfig.from_dict(config["run"]), config["runtime"], context.get_world_rank(),
+              context.get_world_size()).run()
+
+
+class WorkerRun:
+    """One worker's share of a training run."""
+
+    def __init__(self, cfg: RunConfig, runtime: dict, rank: int, world_size: int):
+        self.cfg, self.runtime, self.rank, self.world_size = cfg, runtime, rank, world_size
+        self.specials = SpecialTokens.from_dict(runtime["special_tokens"])
+        torch.manual_seed(cfg.train.seed)
+        init_distributed(cfg.parallel.use_gpu)
+        self.plan = make_plan(cfg, world_size)
+        model = build_model(cfg.model)
+        self.engine = build_engine(cfg, self.plan, model, build_optimizer(cfg, model),
+                                   lambda optimizer: build_scheduler(cfg, optimizer))
+        self.device = self.engine.device
+        self.loader = self._loader("train", shuffle=True)
+        self.tracker = MlflowRun.from_handle(runtime["mlflow"]) if rank == 0 else MlflowRun("", None, False)
+        self.flops_per_token = flops_per_token(cfg.model, cfg.train.seq_len)
+        self.peak = cfg.train.peak_tflops * 1e12 if cfg.train.peak_tflops else measure_peak_flops(
+            device="cuda" if cfg.parallel.use_gpu else "cpu")
+        self.step, self.skip_logging_until, self.last_checkpoint = 0, -1, None
+
+    def _loader(self, split: str, shuffle: bool) -> TokenLoader:
+        return TokenLoader(self.runtime["dataset_dir"], split, batch_size=self.plan.micro_batch,
+                           rank=self.rank // self.plan.pp, world_size=self.plan.dp, seed=self.cfg.data.seed,
+                           shuffle=shuffle)
+
+    def run(self) -> None:
+        restored = checkpoints.restore(self.engine, self.rank, self.world_size)
+        if restored is not None:
+            self.step, self.last_checkpoint = restored.step, restored.path
+            self.loader.load_state_dict(restored.loader)
+            self.skip_logging_until = self.tracker.last_step("train/loss")
+            self._print(f"resumed from {restored.path} at step {self.step}")
+        timer = StepTimer()
+        while self.step < self.cfg.train.max_steps:
+            self._maybe_kill()
+            losses, stats = self._train_step()
+            self.step += 1
+            if not math.isfinite(losses["train/loss"]) and self.plan.precision != "fp16":
+                self._report_divergence(losses["train/loss"])
+                return
+            if self.step % self.cfg.train.log_every == 0 or self.step in (1, self.cfg.train.max_steps):
+                self._log_train(losses, stats, timer.lap())
+            if self.step % self.cfg.train.eval_every == 0 or self.step == self.cfg.train.max_steps:
+                self._log(self.evaluate())
+            if self.step % self.cfg.train.checkpoint_every == 0 or self.step == self.cfg.train.max_steps:
+                self._checkpoint(losses)
+        self._export_model()
+
+    def _train_step(self) -> tuple[dict[str, float], list]:
+        """``grad_accum`` micro-batches and one optimizer update; losses averaged over all ranks."""
+        sums = torch.zeros(3, dtype=torch.float64)
+        stats = []
+        for micro in range(self.plan.grad_accum):
+            batch = next(self.loader)
+            generator = objective_generator(self.cfg.train.seed, self.step, micro, self.rank)
+            inputs = model_inputs(self.cfg.model.arch, batch, self.specials, self.cfg.model.vocab_size, generator)
+            out = self.engine(**{k: v.to(self.device) for k, v in inputs.items()})
+            loss = out.loss
+            if self.cfg.faults.nan_at_step == self.step + 1:
+                loss = loss * float("nan")
+            self.engine.backward(loss)
+            self.engine.step()
+            sums += torch.tensor([loss.item(), out.lm_loss.item(), float(out.aux_loss)], dtype=torch.float64)
+            stats = out.moe_stats
+        sums /= self.plan.grad_accum
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+        sums /= self.world_size
+        return {"train/loss": sums[0].item(), "train/lm_loss": sums[1].item(), "train/aux_loss": sums[2].item()}, stats
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean validation loss over ``eval_batches`` micro-batches per rank, and its perplexity."""
+        self.engine.eval()
+        loader, total = self._loader("val", shuffle=False), torch.zeros(1, dtype=torch.float64)
+        for i in range(self.cfg.train.eval_batches):
+            batch = next(loader)
+            generator = objective_generator(self.cfg.train.seed + 1, i, 0, self.rank)
+            inputs = model_inputs(self.cfg.model.arch, batch, self.specials, self.cfg.model.vocab_size, generator)
+            total += self.engine(**{k: v.to(self.device) for k, v in inputs.items()}).lm_loss.item()
+        self.engine.train()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        val_loss = total.item() / (self.cfg.train.eval_batches * self.world_size)
+        self._print(f"step {self.step}: val_loss {val_loss:.4f}")
+        return {"val/loss": val_loss, "val/perplexity": math.exp(min(val_loss, 50.0))}
+
+    def _log_train(self, losses: dict[str, float], stats: list, seconds: float) -> None:
+        steps_since = self.cfg.train.log_every if self.step > 1 else 1
+        tokens_per_second = self.plan.tokens_per_step * steps_since / max(seconds, 1e-9)
+        metrics = {
+            **losses,
+            "train/lr": self.engine.get_lr()[0],
+            "train/grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
+            "train/tokens_seen": float(self.step * self.plan.tokens_per_step),
+            "perf/tokens_per_second": tokens_per_second,
+            "perf/step_seconds": seconds / steps_since,
+            "perf/mfu": mfu(self.flops_per_token, tokens_per_second, self.peak, self.world_size),
+            "perf/memory_bytes": memory_bytes(self.device),
+            **moe_metrics(stats),
+        }
+        if self.plan.precision == "fp16":
+            metrics["train/loss_scale"] = float(self.engine.optimizer.cur_scale)
+            metrics["train/skipped_steps"] = float(self.engine.skipped_steps)
+        self._print(f"step {self.step}/{self.cfg.train.max_steps}: loss {losses['train/loss']:.4f} "
+                    f"lr {metrics['train/lr']:.2e} {tokens_per_second:,.0f} tok/s mfu {metrics['perf/mfu']:.2%}")
+        self._log(metrics)
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        if self.rank == 0 and self.step > self.skip_logging_until:
+            self.tracker.log_metrics(metrics, self.step)
+
+    def _checkpoint(self, losses: dict[str, float]) -> None:
+        checkpoints.save_and_report(self.engine, self.step, self.loader.state_dict(), self.rank,
+                                    {**losses, "step": self.step})
+        self.last_checkpoint = str(Path(self.runtime["storage_dir"]) / checkpoints.checkpoint_dir_name(self.step))
+
+    def _report_divergence(self, loss: float) -> None:
+        import ray.train
+
+        message = (f"training diverged: the loss is {loss} at step {self.step}; last good checkpoint: "
+                   f"{self.last_checkpoint or 'none (no checkpoint was saved yet)'}. Lower train.lr, raise "
+                   f"train.warmup_steps or set train.grad_clip, then resume from that checkpoint")
+        self._print(message)
+        ray.train.report({"diverged": message, "step": self.step})
+
+    def _maybe_kill(self) -> None:
+        """Fault injection: the chosen rank's process exits abruptly before the chosen step, once."""
+        faults = self.cfg.faults
+        if faults.kill_rank != self.rank or faults.kill_at_step != self.step + 1:
+            return
+        marker = Path(self.runtime["storage_dir"]) / FAULT_MARKER
+        if marker.exists():
+            return
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"rank {self.rank} killed before step {self.step + 1}\n")
+        self._print(f"fault injection: rank {self.rank} exits before step {self.step + 1}", force=True)
+        os._exit(1)
+
+    def _export_model(self) -> None:
+        from raylm.train.export import export_final_model
+
+        export_final_model(self.engine, self.cfg, self.plan, self.rank, self.runtime)
+
+    def _print(self, message: str, force: bool = False) -> None:
+        if self.rank == 0 or force:
+            print(f"[raylm] {message}", flush=True)

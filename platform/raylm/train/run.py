@@ -1,0 +1,127 @@
+"""The driver of a training job: check the plan, prepare data, start MLflow, run the TorchTrainer.
+
+``run_training(cfg)`` is what ``raylm train`` and ``jobs/pretrain.py`` call. Nothing is
+launched before the parallel plan is known to be possible. With no Ray address it starts a
+local Ray bound to 127.0.0.1 (the embedded default); with ``address`` or ``RAY_ADDRESS`` it
+joins that cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from raylm.config import RunConfig, flatten
+from raylm.config_load import to_yaml
+from raylm.errors import UserError
+from raylm.parallel.plan import ParallelPlan, check_data_size, make_plan
+from raylm.tracking.mlflow_run import MlflowRun
+
+
+@dataclass
+class TrainingResult:
+    run_name: str
+    storage_dir: Path           # Ray Train's run directory (checkpoints live here)
+    checkpoint_path: str | None  # the latest reported checkpoint
+    model_dir: Path             # the exported model (safetensors + config + tokenizer)
+    metrics: dict               # the last metrics reported with a checkpoint
+    mlflow_run_id: str | None
+    tracking_uri: str
+
+
+def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join ``address`` / ``$RAY_ADDRESS``, or start a local Ray on 127.0.0.1 (no dashboard)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 logging_level=logging.WARNING)
+
+
+def run_training(cfg: RunConfig, address: str | None = None, parent_run_id: str | None = None) -> TrainingResult:
+    plan = make_plan(cfg)  # raises PlanError before anything starts
+    connect_ray(address)
+    dataset = _prepare_data(cfg, plan)
+    run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage_root = Path(cfg.output_dir).resolve()
+    tracker = MlflowRun.start(cfg.tracking, run_name, parent_run_id=parent_run_id, tags={"raylm.kind": "train"})
+    tracker.log_params({**flatten(cfg.to_dict()), **_plan_params(plan), "data.directory": str(dataset.directory)})
+    tracker.log_text(to_yaml(cfg), "config.yaml")
+    runtime = {
+        "dataset_dir": str(dataset.directory),
+        "tokenizer_path": str(dataset.tokenizer_path),
+        "special_tokens": dataset.special_tokens().to_dict(),
+        "mlflow": tracker.handle(),
+        "storage_dir": str(storage_root / run_name),
+        "model_dir": str(storage_root / run_name / "model"),
+    }
+    try:
+        result = _fit(cfg, run_name, storage_root, runtime)
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    diverged = result.metrics.get("diverged")
+    checkpoint = result.checkpoint.path if result.checkpoint else None
+    if checkpoint:
+        tracker.set_tag("raylm.checkpoint", checkpoint)
+        tracker.log_text(f"{checkpoint}\n", "checkpoint_path.txt")
+    tracker.end("FAILED" if diverged else "FINISHED")
+    if diverged:
+        raise UserError(diverged)
+    tracker.set_tag("raylm.model_dir", runtime["model_dir"])
+    return TrainingResult(run_name, storage_root / run_name, checkpoint, Path(runtime["model_dir"]),
+                          dict(result.metrics), tracker.run_id, tracker.uri)
+
+
+def _prepare_data(cfg: RunConfig, plan: ParallelPlan):
+    from raylm.data.prepare import prepare_dataset
+
+    dataset = prepare_dataset(cfg)
+    train_sequences = dataset.manifest.splits["train"].sequences
+    check_data_size(plan, train_sequences, str(dataset.directory))
+    return dataset
+
+
+def _plan_params(plan: ParallelPlan) -> dict:
+    return {f"plan.{k}": v for k, v in vars(plan).items()}
+
+
+def _fit(cfg: RunConfig, run_name: str, storage_root: Path, runtime: dict):
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from raylm.train.loop import train_loop_per_worker
+
+    par = cfg.parallel
+    resources = {"CPU": par.cpus_per_worker, **({"GPU": 1} if par.use_gpu else {})}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"run": cfg.to_dict(), "runtime": runtime},
+        scaling_config=ray.train.ScalingConfig(num_workers=par.num_workers, use_gpu=par.use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=run_name, storage_path=str(storage_root),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+        ),
+    )
+    try:
+        return trainer.fit()
+    except Exception as exc:
+        raise UserError(f"training failed: {_root_message(exc)}") from exc
+
+
+def _root_message(exc: BaseException) -> str:
+    """The innermost error's message (Ray wraps worker errors several times)."""
+    seen = exc
+    while seen.__cause__ is not None or getattr(seen, "cause", None) is not None:
+        seen = seen.__cause__ or seen.cause
+    return f"{type(seen).__name__}: {seen}"
