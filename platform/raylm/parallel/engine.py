@@ -41,7 +41,7 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
 
 
 def build_engine(cfg: RunConfig, plan: ParallelPlan, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler) -> "deepspeed.DeepSpeedEngine":  # noqa: F821
+                 scheduler) -> deepspeed.DeepSpeedEngine:  # noqa: F821
     import deepspeed
 
     if cfg.parallel.activation_checkpointing:

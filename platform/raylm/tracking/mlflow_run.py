@@ -48,7 +48,7 @@ class MlflowRun:
 
     @classmethod
     def start(cls, tracking: TrackingConfig, run_name: str, parent_run_id: str | None = None,
-              tags: dict[str, str] | None = None) -> "MlflowRun":
+              tags: dict[str, str] | None = None) -> MlflowRun:
         """Create a run (nested under ``parent_run_id`` if given); a disabled run when tracking is off or down."""
         uri = resolve_tracking_uri(tracking)
         if not tracking.enabled:
@@ -129,5 +129,5 @@ class MlflowRun:
         return {"uri": self.uri, "run_id": self.run_id, "enabled": self.enabled}
 
     @classmethod
-    def from_handle(cls, handle: dict[str, Any]) -> "MlflowRun":
+    def from_handle(cls, handle: dict[str, Any]) -> MlflowRun:
         return cls(handle["uri"], handle["run_id"], handle["enabled"])

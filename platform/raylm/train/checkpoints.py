@@ -54,11 +54,13 @@ def missing_ranks(directory: str | Path, world_size: int) -> list[int]:
     return [r for r in range(world_size) if not (directory / f"rank{r}.json").exists()]
 
 
-def restore(engine, rank: int, world_size: int) -> RestoredState | None:
-    """Load the latest reported checkpoint, if Ray Train hands one to this attempt."""
+def restore(engine, rank: int, world_size: int, resume_from: str | None = None) -> RestoredState | None:
+    """Load the latest checkpoint Ray Train hands to this attempt (after a failure), else ``resume_from``."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and resume_from:
+        checkpoint = ray.train.Checkpoint.from_directory(resume_from)
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:

@@ -28,6 +28,7 @@ from raylm.train.batches import model_inputs, objective_generator
 from raylm.train.metrics import StepTimer, measure_peak_flops, memory_bytes, mfu
 from raylm.train.moe_metrics import moe_metrics
 from raylm.train.optimizers import build_optimizer, build_scheduler
+from raylm.train.run import DIVERGED_FILE
 
 FAULT_MARKER = ".fault_injected"
 
@@ -66,7 +67,7 @@ class WorkerRun:
                            shuffle=shuffle)
 
     def run(self) -> None:
-        restored = checkpoints.restore(self.engine, self.rank, self.world_size)
+        restored = checkpoints.restore(self.engine, self.rank, self.world_size, self.runtime.get("resume_from"))
         if restored is not None:
             self.step, self.last_checkpoint = restored.step, restored.path
             self.loader.load_state_dict(restored.loader)
@@ -156,13 +157,15 @@ class WorkerRun:
         self.last_checkpoint = str(Path(self.runtime["storage_dir"]) / checkpoints.checkpoint_dir_name(self.step))
 
     def _report_divergence(self, loss: float) -> None:
-        import ray.train
-
+        """Stop every rank and leave the reason where the driver finds it (``diverged.txt``)."""
         message = (f"training diverged: the loss is {loss} at step {self.step}; last good checkpoint: "
                    f"{self.last_checkpoint or 'none (no checkpoint was saved yet)'}. Lower train.lr, raise "
                    f"train.warmup_steps or set train.grad_clip, then resume from that checkpoint")
         self._print(message)
-        ray.train.report({"diverged": message, "step": self.step})
+        if self.rank == 0:
+            path = Path(self.runtime["storage_dir"]) / DIVERGED_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(message)
 
     def _maybe_kill(self) -> None:
         """Fault injection: the chosen rank's process exits abruptly before the chosen step, once."""

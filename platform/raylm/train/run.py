@@ -20,6 +20,8 @@ from raylm.errors import UserError
 from raylm.parallel.plan import ParallelPlan, check_data_size, make_plan
 from raylm.tracking.mlflow_run import MlflowRun
 
+DIVERGED_FILE = "diverged.txt"  # written by rank 0 of the workers (raylm.train.loop) when the loss is not finite
+
 
 @dataclass
 class TrainingResult:
@@ -46,8 +48,13 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None
                  logging_level=logging.WARNING)
 
 
-def run_training(cfg: RunConfig, address: str | None = None, parent_run_id: str | None = None) -> TrainingResult:
+def run_training(cfg: RunConfig, address: str | None = None, parent_run_id: str | None = None,
+                 resume_from: str | None = None) -> TrainingResult:
+    """Train ``cfg``; ``resume_from`` is a checkpoint directory of an earlier run to continue from."""
     plan = make_plan(cfg)  # raises PlanError before anything starts
+    if resume_from is not None and not (Path(resume_from) / "rank0.json").exists():
+        raise UserError(f"--resume {resume_from}: not a raylm checkpoint (no rank0.json); pass a step_NNNNNNNN "
+                        "directory of an earlier run")
     connect_ray(address)
     dataset = _prepare_data(cfg, plan)
     run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -62,13 +69,15 @@ def run_training(cfg: RunConfig, address: str | None = None, parent_run_id: str 
         "mlflow": tracker.handle(),
         "storage_dir": str(storage_root / run_name),
         "model_dir": str(storage_root / run_name / "model"),
+        "resume_from": str(Path(resume_from).resolve()) if resume_from else None,
     }
     try:
         result = _fit(cfg, run_name, storage_root, runtime)
     except BaseException:
         tracker.end("FAILED")
         raise
-    diverged = result.metrics.get("diverged")
+    diverged_file = Path(runtime["storage_dir"]) / DIVERGED_FILE
+    diverged = diverged_file.read_text() if diverged_file.exists() else None
     checkpoint = result.checkpoint.path if result.checkpoint else None
     if checkpoint:
         tracker.set_tag("raylm.checkpoint", checkpoint)

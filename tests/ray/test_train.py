@@ -1,0 +1,86 @@
+"""Training on Ray Train + DeepSpeed (CPU, gloo, a local Ray, 2 workers).
+
+Tolerance: fp32 everywhere; the distributed losses differ from the single-process reference
+only by the order of floating-point sums in the gradient all-reduce, so each step's loss
+must agree to 1e-5 (relative) over the first 4 steps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from raylm.errors import UserError
+from raylm.train.run import run_training
+from tests.ray.train_helpers import logged_curve, reference_losses, tiny_config
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+RTOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, ray_local) -> Path:
+    return tmp_path_factory.mktemp("train")
+
+
+@pytest.fixture(scope="module")
+def zero2_run(workdir):
+    """An uninterrupted ZeRO-2 run, checkpointing every 2 steps: the baseline of several tests."""
+    return run_training(tiny_config(workdir, parallel={"zero_stage": 2}, train={"checkpoint_every": 2}))
+
+
+@pytest.mark.parametrize("stage", [0, 1, 3])
+def test_zero_stage_matches_single_process_reference(workdir, stage):
+    cfg = tiny_config(workdir, parallel={"zero_stage": stage})
+    result = run_training(cfg)
+    curve = logged_curve(result)
+    expected = reference_losses(cfg, _dataset_dir(result), 4)
+    assert [curve[s] for s in range(1, 5)] == pytest.approx(expected, rel=RTOL)
+
+
+def test_zero2_matches_reference_and_checkpoints_hold_every_rank(workdir, zero2_run):
+    cfg = tiny_config(workdir, parallel={"zero_stage": 2}, train={"checkpoint_every": 2})
+    curve = logged_curve(zero2_run)
+    assert [curve[s] for s in range(1, 5)] == pytest.approx(reference_losses(cfg, _dataset_dir(zero2_run), 4),
+                                                            rel=RTOL)
+    checkpoint = Path(zero2_run.checkpoint_path)
+    assert checkpoint.name == "step_00000004"
+    for rank in (0, 1):
+        assert (checkpoint / f"rank{rank}.json").exists() and (checkpoint / f"rank{rank}_rng.pt").exists()
+        assert list(checkpoint.glob(f"deepspeed/*zero_pp_rank_{rank}_*optim_states.pt")), f"rank {rank} shard missing"
+    assert (zero2_run.model_dir / "model.safetensors").exists()
+    assert set(logged_curve(zero2_run, "val/loss")) == {4}
+    assert {"train/lr", "train/grad_norm", "perf/tokens_per_second", "perf/mfu"} <= set(_metric_names(zero2_run))
+
+
+def test_resume_continues_exactly(workdir, zero2_run):
+    """Stop a run after step 2 (its rank 1 dies before step 3), resume from the step-2 checkpoint."""
+    cfg = tiny_config(workdir, parallel={"zero_stage": 2}, train={"checkpoint_every": 2},
+                      faults={"kill_rank": 1, "kill_at_step": 3})
+    with pytest.raises(UserError, match="training failed"):
+        run_training(cfg)
+    stopped = sorted((workdir / "runs").glob("*/step_00000002"))[-1]
+    resumed = run_training(tiny_config(workdir, parallel={"zero_stage": 2}, train={"checkpoint_every": 2}),
+                           resume_from=str(stopped))
+    baseline, curve = logged_curve(zero2_run), logged_curve(resumed)
+    assert sorted(curve) == [3, 4]
+    assert [curve[3], curve[4]] == pytest.approx([baseline[3], baseline[4]], rel=RTOL)
+
+
+def test_nan_loss_stops_with_step_and_last_checkpoint(workdir):
+    cfg = tiny_config(workdir, train={"checkpoint_every": 2}, faults={"nan_at_step": 3})
+    with pytest.raises(UserError, match=r"loss is nan at step 3; last good checkpoint: .*step_00000002"):
+        run_training(cfg)
+
+
+def _dataset_dir(result) -> str:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(result.tracking_uri).get_run(result.mlflow_run_id).data.params["data.directory"]
+
+
+def _metric_names(result) -> list[str]:
+    from mlflow.tracking import MlflowClient
+
+    return list(MlflowClient(result.tracking_uri).get_run(result.mlflow_run_id).data.metrics)

@@ -1,0 +1,67 @@
+"""Shared pieces of the training tests: a tiny run config, the MLflow curve, a plain-PyTorch reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from raylm.config import RunConfig
+from raylm.data.loader import TokenLoader
+from raylm.model import build_model
+from raylm.train.optimizers import build_optimizer, build_scheduler
+
+TINY = {
+    "model": {"arch": "gpt", "vocab_size": 512, "max_seq_len": 32, "d_model": 32, "n_layers": 2, "n_heads": 4},
+    "data": {"corpus": "stdlib", "max_docs": 80, "val_fraction": 0.1},
+    "parallel": {"num_workers": 2, "zero_stage": 0},
+    "train": {"lr": 3e-3, "warmup_steps": 1, "max_steps": 4, "micro_batch_size": 2, "global_batch_size": 8,
+              "seq_len": 32, "log_every": 1, "eval_every": 100, "eval_batches": 1, "checkpoint_every": 100},
+}
+
+
+def tiny_config(tmp: Path, **sections) -> RunConfig:
+    data = {key: dict(value) for key, value in TINY.items()}
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    data["data"]["shards_dir"] = str(tmp / "tokens")
+    data["output_dir"] = str(tmp / "runs")
+    data["tracking"] = {"tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": "tests"}
+    return RunConfig.from_dict(data)
+
+
+def logged_curve(result, metric: str = "train/loss") -> dict[int, float]:
+    from mlflow.tracking import MlflowClient
+
+    history = MlflowClient(result.tracking_uri).get_metric_history(result.mlflow_run_id, metric)
+    return {m.step: m.value for m in history}
+
+
+def reference_losses(cfg: RunConfig, dataset_dir: str, steps: int) -> list[float]:
+    """Plain single-process PyTorch on the same global batches: every data-parallel rank's
+    micro-batches, the gradient averaged over all of them, clipped, one optimizer step."""
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer)
+    dp = cfg.parallel.num_workers // cfg.parallel.pp
+    micro = cfg.train.micro_batch_size
+    accum = cfg.train.global_batch_size // (micro * dp)
+    loaders = [TokenLoader(dataset_dir, "train", batch_size=micro, rank=r, world_size=dp, seed=cfg.data.seed)
+               for r in range(dp)]
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        total = 0.0
+        for _ in range(accum):
+            for loader in loaders:
+                batch = next(loader)
+                out = model(batch.inputs, targets=batch.targets)
+                (out.loss / (accum * dp)).backward()
+                total += out.loss.item()
+        if cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        losses.append(total / (accum * dp))
+    return losses

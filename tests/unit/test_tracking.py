@@ -1,0 +1,50 @@
+"""MLflow tracking against a real local store, and a dead server that must not stop training."""
+
+from __future__ import annotations
+
+import socket
+import warnings
+
+from raylm.config import TrackingConfig
+from raylm.tracking.mlflow_run import MlflowRun, resolve_tracking_uri
+
+
+def test_run_logs_params_metrics_and_artifacts(tmp_path):
+    tracking = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="unit")
+    run = MlflowRun.start(tracking, "unit-run")
+    run.log_params({"train.lr": 0.001, "model.arch": "gpt"})
+    run.log_metrics({"train/loss": 2.5}, step=1)
+    run.log_metrics({"train/loss": 2.0}, step=2)
+    run.log_text("name: x\n", "config.yaml")
+    assert run.last_step("train/loss") == 2
+    run.end()
+    data = run.client.get_run(run.run_id).data
+    assert data.params["train.lr"] == "0.001" and data.metrics["train/loss"] == 2.0
+    artifacts = [a.path for a in run.client.list_artifacts(run.run_id)]
+    assert "config.yaml" in artifacts
+    worker_side = MlflowRun.from_handle(run.handle())
+    assert worker_side.last_step("train/loss") == 2
+    child = MlflowRun.start(tracking, "child", parent_run_id=run.run_id)
+    assert child.client.get_run(child.run_id).data.tags["mlflow.parentRunId"] == run.run_id
+
+
+def test_unreachable_server_warns_and_carries_on():
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    tracking = TrackingConfig(tracking_uri=f"http://127.0.0.1:{port}", experiment="unit")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = MlflowRun.start(tracking, "dead")
+        run.log_metrics({"train/loss": 1.0}, step=1)
+        run.end()
+    assert not run.enabled
+    assert any("training goes on without tracking" in str(w.message) for w in caught)
+
+
+def test_tracking_uri_defaults(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(TrackingConfig(), tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert resolve_tracking_uri(TrackingConfig(), tmp_path) == "http://127.0.0.1:5000"
+    assert resolve_tracking_uri(TrackingConfig(tracking_uri="sqlite:///x.db"), tmp_path) == "sqlite:///x.db"
