@@ -35,9 +35,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separate ``--section.key VALUE`` / ``--section.key=VALUE`` overrides from the other arguments.
+
+    No option of any command has a dot in its name, so a dotted option is always an override
+    (and its value is never mistaken for a positional argument).
+    """
+    rest, overrides = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--") and "." in arg.split("=", 1)[0]:
+            overrides.append(arg)
+            if "=" not in arg and i + 1 < len(argv):
+                overrides.append(argv[i + 1])
+                i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, overrides
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    rest, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
+    args, extra = parser.parse_known_args(rest)
+    extra += overrides
     if args.command is None:
         parser.print_help()
         return 2

@@ -191,4 +191,4 @@ def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def to_yaml(config: RunConfig) -> str:
     """The resolved config as YAML, sections in declaration order."""
-    return yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False)

@@ -63,3 +63,10 @@ def test_schema_is_json():
 def test_stray_argument_is_rejected():
     result = run_cli("config", "schema", "--train.lr", "1")
     assert result.returncode == 2 and "unrecognized arguments" in result.stderr
+
+
+def test_overrides_without_a_file_are_not_taken_for_one():
+    result = run_cli("config", "show", "--train.lr", "1e-3", "--model.arch=bert")
+    assert result.returncode == 0, result.stderr
+    shown = yaml.safe_load(result.stdout)
+    assert shown["train"]["lr"] == 1e-3 and shown["model"]["arch"] == "bert"
