@@ -1,0 +1,165 @@
+"""Throughput of the Ray Data tokenize-and-pack pipeline against ``tokenizers`` alone, on the same text.
+
+    python bench/tokenize.py [--mb 24] [--vocab-size 8192] [--repeats 1]
+
+The text is the standard library's sources (the ``stdlib`` corpus) copied until it reaches
+``--mb`` megabytes, written as files. Two figures, measured in the same run on the same cores:
+
+* ``single_process``: one process calls ``Tokenizer.encode_batch_fast`` (``tokenizers``
+  spreads each call over every core with its Rust thread pool) on the documents, already in
+  memory, 32, 256 or all of them per call; the fastest of the three is the baseline.
+* ``pipeline``: :func:`raylm.data.pipeline.run_pipeline`: Ray Data reads the files, tokenizes
+  in parallel tasks, the driver packs blocks in order and writes the Parquet shards. Starting
+  Ray, its worker processes and Ray Data's per-cluster helpers is not timed (a warm-up task per
+  CPU and a tiny dataset run first); everything the pipeline does is.
+
+Prints one JSON object; ``ratio`` is pipeline MB/s over single-process MB/s (target >= 0.7).
+The two are measured alternately after Ray is up; with ``--repeats`` above 1 the best of each is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# This file is named like the stdlib's ``tokenize``: drop its folder from the import path before
+# anything imports ``tokenize`` (so also Ray, which copies the script's folder to its workers' path).
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from raylm.data.corpus import iter_documents, resolve_corpus, stdlib_root  # noqa: E402
+from raylm.data.pipeline import quiet_log, run_pipeline  # noqa: E402
+from raylm.data.tokenizer import SpecialTokens, tokenizer_hash, train_tokenizer  # noqa: E402
+
+
+def build_corpus(root: Path, megabytes: float) -> None:
+    """Copy the stdlib corpus into ``root/copy-N/`` until it holds ``megabytes`` of text."""
+    files = resolve_corpus("stdlib").files
+    base, total, copy = stdlib_root(), 0, 0
+    while total < megabytes * 1e6:
+        for f in files:
+            target = root / f"copy-{copy:02d}" / Path(f.path).relative_to(base)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f.path, target)
+            total += f.size
+            if total >= megabytes * 1e6:
+                return
+        copy += 1
+
+
+def warm_up(cpus: int) -> None:
+    """Cluster start, not timed: one Ray worker per CPU with the tokenize code imported, and Ray Data's
+    own per-cluster set-up (its first dataset on a fresh cluster starts helper actors)."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def warm() -> int:
+        import raylm.data.tokenize_udf  # noqa: F401
+
+        time.sleep(0.5)
+        return os.getpid()
+
+    ray.get([warm.remote() for _ in range(cpus)])
+    ray.data.range(cpus, override_num_blocks=cpus).materialize()
+
+
+SINGLE_BATCHES = (32, 256, 0)  # documents per encode_batch_fast call; 0 = all in one call
+
+
+def time_single_process(tokenizer, texts: list[str], batch: int) -> tuple[float, int]:
+    """Wall time of ``encode_batch_fast`` over all texts, ``batch`` documents per call, and the token count."""
+    batch = batch or len(texts)
+    start, tokens = time.perf_counter(), 0
+    for i in range(0, len(texts), batch):
+        tokens += sum(len(e.ids) for e in tokenizer.encode_batch_fast(texts[i : i + batch], add_special_tokens=False))
+    return time.perf_counter() - start, tokens
+
+
+def time_pipeline(source, tokenizer, eos_id: int, out: Path):
+    """Wall time of the whole pipeline (read, tokenize, pack, write shards) and its output."""
+    start = time.perf_counter()
+    output = run_pipeline(
+        source, tokenizer.to_str(), tokenizer_hash(tokenizer), eos_id, out,
+        seq_len=512, val_fraction=0.0, shard_size=8192, log=quiet_log,
+    )
+    return time.perf_counter() - start, output
+
+
+def measure(source, texts: list[str], tokenizer, work: Path, repeats: int) -> dict:
+    """Alternate single-process and pipeline runs (so load changes hit both); keep the best of each."""
+    eos_id = SpecialTokens.from_tokenizer(tokenizer).eos_id
+    single = {batch: float("inf") for batch in SINGLE_BATCHES}
+    pipeline, tokens, output = float("inf"), 0, None
+    for i in range(repeats):
+        for batch in SINGLE_BATCHES:
+            seconds, tokens = time_single_process(tokenizer, texts, batch)
+            single[batch] = min(single[batch], seconds)
+        seconds, output = time_pipeline(source, tokenizer, eos_id, work / f"out-{i}")
+        pipeline = min(pipeline, seconds)
+    return {"single": single, "single_tokens": tokens, "pipeline": pipeline, "output": output}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=float, default=24.0, help="megabytes of text (default 24)")
+    parser.add_argument("--vocab-size", type=int, default=8192)
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs of each; the best is kept")
+    args = parser.parse_args(argv)
+
+    import ray
+
+    cpus = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="raylm-bench-") as tmp:
+        work = Path(tmp)
+        build_corpus(work / "corpus", args.mb)
+        source = resolve_corpus(str(work / "corpus"), "text")
+        texts = [d.text for d in iter_documents(source) if d.text]
+        nbytes = sum(len(t.encode("utf-8")) for t in texts)
+        tokenizer = train_tokenizer(texts[:400], "bpe", args.vocab_size, num_sentinels=100)
+        print(f"bench: {nbytes / 1e6:.1f} MB in {len(texts)} documents, {cpus} CPUs", file=sys.stderr)
+
+        start = time.perf_counter()
+        ray.init(num_cpus=cpus, include_dashboard=False, logging_level="ERROR")
+        warm_up(cpus)
+        ray_start_s = time.perf_counter() - start
+        m = measure(source, texts, tokenizer, work, args.repeats)
+        ray.shutdown()
+
+    train, mb = m["output"].splits["train"], nbytes / 1e6
+    best_batch = min(m["single"], key=m["single"].get)
+    single_mbs, pipe_mbs = mb / m["single"][best_batch], mb / m["pipeline"]
+    result = {
+        "text_mb": round(mb, 2),
+        "documents": len(texts),
+        "cpus": cpus,
+        "single_process": {
+            "mb_per_s": round(single_mbs, 3),
+            "seconds": round(m["single"][best_batch], 2),
+            "docs_per_call": best_batch or len(texts),
+            "mb_per_s_by_docs_per_call": {str(b or len(texts)): round(mb / s, 3) for b, s in m["single"].items()},
+            "tokens": m["single_tokens"],
+        },
+        "pipeline": {
+            "mb_per_s": round(pipe_mbs, 3),
+            "seconds": round(m["pipeline"], 2),
+            "tokens": train.stream_tokens,
+            "sequences": train.sequences,
+        },
+        "ratio": round(pipe_mbs / single_mbs, 3),
+        "target_ratio": 0.7,
+        "ray_start_seconds_untimed": round(ray_start_s, 2),
+        "same_tokens": train.stream_tokens == m["single_tokens"] + len(texts),
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
