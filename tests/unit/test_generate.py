@@ -56,3 +56,12 @@ def test_filters_keep_the_right_tokens():
     assert kept.tolist() == [[True, True, False, False]] and probs[0] < 0.7
     with pytest.raises(ValueError, match="temperature"):
         generate(build_model(make_config("gpt")), torch.zeros(1, 2, dtype=torch.long), 2, temperature=-1)
+
+
+def test_unseeded_generation_leaves_the_global_rng_alone():
+    model = build_model(make_config("gpt")).eval()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    generate(model, torch.zeros(1, 2, dtype=torch.long), 3, temperature=1.0)
+    assert torch.equal(torch.rand(3), expected)

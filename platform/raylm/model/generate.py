@@ -50,7 +50,10 @@ def generate(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int, te
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=prompt_ids.device)
-    generator.manual_seed(seed if seed is not None else torch.seed())
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()  # a fresh seed for this generator only; the global RNG is left alone
     step = _t5_stepper(model, prompt_ids, decoder_start_id, use_cache) if isinstance(model, T5) else \
         _gpt_stepper(model, prompt_ids, use_cache)
     new_tokens, finished = [], torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
