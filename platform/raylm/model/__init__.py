@@ -12,12 +12,13 @@ from torch import nn
 from raylm.config import ModelConfig
 
 
-def build_model(cfg: ModelConfig) -> nn.Module:
+def build_model(cfg: ModelConfig, expert_group=None) -> nn.Module:
+    """The model ``cfg`` describes; MoE layers shard their experts over ``expert_group`` if given."""
     from raylm.model.bert import BERT
     from raylm.model.gpt import GPT
     from raylm.model.t5 import T5
 
-    return {"gpt": GPT, "bert": BERT, "t5": T5}[cfg.arch](cfg)
+    return {"gpt": GPT, "bert": BERT, "t5": T5}[cfg.arch](cfg, expert_group=expert_group)
 
 
 __all__ = ["build_model"]

@@ -20,11 +20,11 @@ from raylm.model.output import ModelOutput, assemble, token_cross_entropy
 
 
 class BERT(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, expert_group=None):
         super().__init__()
         self.cfg = cfg
         self.embed = Embeddings(cfg, segments=cfg.type_vocab_size)
-        self.blocks = nn.ModuleList(Block(cfg, i, causal=False) for i in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, i, causal=False, expert_group=expert_group) for i in range(cfg.n_layers))
         self.final_norm = make_norm(cfg) if cfg.norm_position == "pre" else None
         # MLM head: dense + activation + norm, then the (tied) vocabulary projection with a bias.
         self.mlm_dense = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)

@@ -32,9 +32,13 @@ def is_moe_layer(cfg: ModelConfig, layer_idx: int) -> bool:
 
 
 class Block(nn.Module):
-    """One transformer layer. ``forward`` returns the new hidden state and the MoE stats (or None)."""
+    """One transformer layer. ``forward`` returns the new hidden state and the MoE stats (or None).
 
-    def __init__(self, cfg: ModelConfig, layer_idx: int, causal: bool, cross: bool = False):
+    ``expert_group``: the expert-parallel process group an MoE layer shards its experts over
+    (None: all experts local).
+    """
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int, causal: bool, cross: bool = False, expert_group=None):
         super().__init__()
         self.pre_norm = cfg.norm_position == "pre"
         self.attn_norm, self.attn = make_norm(cfg), Attention(cfg, causal=causal)
@@ -45,7 +49,8 @@ class Block(nn.Module):
             moe = cfg.moe
             self.ffn = SwitchMoE(cfg.d_model, cfg.d_ff, moe.n_experts, top_k=moe.top_k,
                                  capacity_factor=moe.capacity_factor, eval_capacity_factor=moe.eval_capacity_factor,
-                                 router_jitter=moe.router_jitter, activation=cfg.activation, bias=cfg.bias)
+                                 router_jitter=moe.router_jitter, activation=cfg.activation, bias=cfg.bias,
+                                 process_group=expert_group)
         else:
             self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.activation, cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)

@@ -17,11 +17,11 @@ from raylm.model.output import ModelOutput, assemble, token_cross_entropy
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, expert_group=None):
         super().__init__()
         self.cfg = cfg
         self.embed = Embeddings(cfg)
-        self.blocks = nn.ModuleList(Block(cfg, i, causal=True) for i in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, i, causal=True, expert_group=expert_group) for i in range(cfg.n_layers))
         self.final_norm = make_norm(cfg) if cfg.norm_position == "pre" else None
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         init_weights(self, cfg, cfg.n_layers)

@@ -18,12 +18,12 @@ from raylm.model.output import ModelOutput, assemble, token_cross_entropy
 
 
 class T5(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, expert_group=None):
         super().__init__()
         self.cfg = cfg
         self.embed = Embeddings(cfg)
-        self.encoder = nn.ModuleList(Block(cfg, i, causal=False) for i in range(cfg.n_layers))
-        self.decoder = nn.ModuleList(Block(cfg, i, causal=True, cross=True) for i in range(cfg.n_decoder_layers))
+        self.encoder = nn.ModuleList(Block(cfg, i, causal=False, expert_group=expert_group) for i in range(cfg.n_layers))
+        self.decoder = nn.ModuleList(Block(cfg, i, causal=True, cross=True, expert_group=expert_group) for i in range(cfg.n_decoder_layers))
         pre = cfg.norm_position == "pre"
         self.encoder_norm = make_norm(cfg) if pre else None
         self.decoder_norm = make_norm(cfg) if pre else None

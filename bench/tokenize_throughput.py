@@ -1,6 +1,6 @@
 """Throughput of the Ray Data tokenize-and-pack pipeline against ``tokenizers`` alone, on the same text.
 
-    python bench/tokenize.py [--mb 24] [--vocab-size 8192] [--repeats 1]
+    python bench/tokenize_throughput.py [--mb 24] [--vocab-size 8192] [--repeats 1]
 
 The text is the standard library's sources (the ``stdlib`` corpus) copied until it reaches
 ``--mb`` megabytes, written as files. Two figures, measured in the same run on the same cores:
@@ -19,24 +19,18 @@ The two are measured alternately after Ray is up; with ``--repeats`` above 1 the
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import shutil
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-# This file is named like the stdlib's ``tokenize``: drop its folder from the import path before
-# anything imports ``tokenize`` (so also Ray, which copies the script's folder to its workers' path).
-if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from raylm.data.corpus import iter_documents, resolve_corpus, stdlib_root  # noqa: E402
-from raylm.data.pipeline import quiet_log, run_pipeline  # noqa: E402
-from raylm.data.tokenizer import SpecialTokens, tokenizer_hash, train_tokenizer  # noqa: E402
+from raylm.data.corpus import iter_documents, resolve_corpus, stdlib_root
+from raylm.data.pipeline import quiet_log, run_pipeline
+from raylm.data.tokenizer import SpecialTokens, tokenizer_hash, train_tokenizer
 
 
 def build_corpus(root: Path, megabytes: float) -> None:
