@@ -60,6 +60,7 @@ class WorkerRun:
         self.peak = cfg.train.peak_tflops * 1e12 if cfg.train.peak_tflops else measure_peak_flops(
             device="cuda" if cfg.parallel.use_gpu else "cpu")
         self.step, self.skip_logging_until, self.last_checkpoint = 0, -1, None
+        self.last_eval: dict[str, float] = {}
 
     def _loader(self, split: str, shuffle: bool) -> TokenLoader:
         return TokenLoader(self.runtime["dataset_dir"], split, batch_size=self.plan.micro_batch,
@@ -84,7 +85,8 @@ class WorkerRun:
             if self.step % self.cfg.train.log_every == 0 or self.step in (1, self.cfg.train.max_steps):
                 self._log_train(losses, stats, timer.lap())
             if self.step % self.cfg.train.eval_every == 0 or self.step == self.cfg.train.max_steps:
-                self._log(self.evaluate())
+                self.last_eval = self.evaluate()
+                self._log(self.last_eval)
             if self.step % self.cfg.train.checkpoint_every == 0 or self.step == self.cfg.train.max_steps:
                 self._checkpoint(losses)
         self._export_model()
@@ -153,7 +155,7 @@ class WorkerRun:
 
     def _checkpoint(self, losses: dict[str, float]) -> None:
         checkpoints.save_and_report(self.engine, self.step, self.loader.state_dict(), self.rank,
-                                    {**losses, "step": self.step})
+                                    {**losses, **self.last_eval, "step": self.step})
         self.last_checkpoint = str(Path(self.runtime["storage_dir"]) / checkpoints.checkpoint_dir_name(self.step))
 
     def _report_divergence(self, loss: float) -> None:

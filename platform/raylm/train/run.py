@@ -60,11 +60,11 @@ def run_training(cfg: RunConfig, address: str | None = None, parent_run_id: str 
     run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage_root = Path(cfg.output_dir).resolve()
     tracker = MlflowRun.start(cfg.tracking, run_name, parent_run_id=parent_run_id, tags={"raylm.kind": "train"})
-    tracker.log_params({**flatten(cfg.to_dict()), **_plan_params(plan), "data.directory": str(dataset.directory)})
+    tracker.log_params({**flatten(cfg.to_dict()), **_plan_params(plan), "data.directory": str(dataset.directory.resolve())})
     tracker.log_text(to_yaml(cfg), "config.yaml")
     runtime = {
-        "dataset_dir": str(dataset.directory),
-        "tokenizer_path": str(dataset.tokenizer_path),
+        "dataset_dir": str(dataset.directory.resolve()),  # workers run in their own working directories
+        "tokenizer_path": str(dataset.tokenizer_path.resolve()),
         "special_tokens": dataset.special_tokens().to_dict(),
         "mlflow": tracker.handle(),
         "storage_dir": str(storage_root / run_name),
