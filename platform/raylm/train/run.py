@@ -60,10 +60,11 @@ def run_training(cfg: RunConfig, address: str | None = None, parent_run_id: str 
     run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage_root = Path(cfg.output_dir).resolve()
     tracker = MlflowRun.start(cfg.tracking, run_name, parent_run_id=parent_run_id, tags={"raylm.kind": "train"})
-    tracker.log_params({**flatten(cfg.to_dict()), **_plan_params(plan), "data.directory": str(dataset.directory.resolve())})
+    dataset_dir = str(dataset.directory.resolve())  # absolute: workers run in their own working directories
+    tracker.log_params({**flatten(cfg.to_dict()), **_plan_params(plan), "data.directory": dataset_dir})
     tracker.log_text(to_yaml(cfg), "config.yaml")
     runtime = {
-        "dataset_dir": str(dataset.directory.resolve()),  # workers run in their own working directories
+        "dataset_dir": dataset_dir,
         "tokenizer_path": str(dataset.tokenizer_path.resolve()),
         "special_tokens": dataset.special_tokens().to_dict(),
         "mlflow": tracker.handle(),
