@@ -22,8 +22,10 @@ class T5(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = Embeddings(cfg)
-        self.encoder = nn.ModuleList(Block(cfg, i, causal=False, expert_group=expert_group) for i in range(cfg.n_layers))
-        self.decoder = nn.ModuleList(Block(cfg, i, causal=True, cross=True, expert_group=expert_group) for i in range(cfg.n_decoder_layers))
+        self.encoder = nn.ModuleList(
+            Block(cfg, i, causal=False, expert_group=expert_group) for i in range(cfg.n_layers))
+        self.decoder = nn.ModuleList(
+            Block(cfg, i, causal=True, cross=True, expert_group=expert_group) for i in range(cfg.n_decoder_layers))
         pre = cfg.norm_position == "pre"
         self.encoder_norm = make_norm(cfg) if pre else None
         self.decoder_norm = make_norm(cfg) if pre else None
