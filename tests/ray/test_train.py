@@ -68,6 +68,27 @@ def test_resume_continues_exactly(workdir, zero2_run):
     assert [curve[3], curve[4]] == pytest.approx([baseline[3], baseline[4]], rel=RTOL)
 
 
+def test_two_pipeline_stages_match_single_process_reference(workdir):
+    """pp=2 on 2 workers (dp=1): the same per-step losses as one process on the same global batches."""
+    cfg = tiny_config(workdir, parallel={"pp": 2, "zero_stage": 1}, train={"global_batch_size": 4})
+    result = run_training(cfg)
+    curve = logged_curve(result)
+    assert [curve[s] for s in range(1, 5)] == pytest.approx(reference_losses(cfg, _dataset_dir(result), 4), rel=RTOL)
+    assert (result.model_dir / "model.safetensors").exists()
+
+
+def test_expert_parallel_matches_all_local_experts(workdir):
+    """ep=2 (each rank holds 2 of 4 experts) trains like ep=1 (all 4 on each rank): same losses and loads."""
+    moe = {"moe": {"n_experts": 4, "every": 1}}
+    runs = [run_training(tiny_config(workdir, model=moe, parallel={"zero_stage": 2, "ep": ep})) for ep in (1, 2)]
+    local, sharded = (logged_curve(run) for run in runs)
+    assert [sharded[s] for s in range(1, 5)] == pytest.approx([local[s] for s in range(1, 5)], rel=RTOL)
+    load_keys = [f"moe/layer{layer}/expert{e}_load" for layer in (0, 1) for e in range(4)]
+    assert set(load_keys) <= set(_metric_names(runs[1]))
+    for key in load_keys:
+        assert logged_curve(runs[1], key) == pytest.approx(logged_curve(runs[0], key), abs=1e-6)
+
+
 def test_nan_loss_stops_with_step_and_last_checkpoint(workdir):
     cfg = tiny_config(workdir, train={"checkpoint_every": 2}, faults={"nan_at_step": 3})
     with pytest.raises(UserError, match=r"loss is nan at step 3; last good checkpoint: .*step_00000002"):
@@ -84,3 +105,22 @@ def _metric_names(result) -> list[str]:
     from mlflow.tracking import MlflowClient
 
     return list(MlflowClient(result.tracking_uri).get_run(result.mlflow_run_id).data.metrics)
+
+
+def test_killed_worker_is_replaced_and_the_run_finishes(workdir, zero2_run):
+    """Rank 1's process dies before step 3; Ray restarts the workers from the step-2 checkpoint."""
+    cfg = tiny_config(workdir, parallel={"zero_stage": 2}, train={"checkpoint_every": 2, "max_failures": 1},
+                      faults={"kill_rank": 1, "kill_at_step": 3})
+    result = run_training(cfg)
+    assert (result.storage_dir / ".fault_injected").exists()
+    baseline = logged_curve(zero2_run)
+    history = _history(result, "train/loss")
+    assert [m.step for m in history] == [1, 2, 3, 4]  # one continuous curve: no step logged twice
+    assert [m.value for m in history] == pytest.approx([baseline[s] for s in (1, 2, 3, 4)], rel=RTOL)
+
+
+def _history(result, metric: str):
+    from mlflow.tracking import MlflowClient
+
+    return sorted(MlflowClient(result.tracking_uri).get_metric_history(result.mlflow_run_id, metric),
+                  key=lambda m: m.step)

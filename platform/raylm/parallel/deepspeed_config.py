@@ -18,6 +18,7 @@ from raylm.parallel.plan import ParallelPlan
 def deepspeed_config(cfg: RunConfig, plan: ParallelPlan) -> dict[str, Any]:
     zero: dict[str, Any] = {"stage": plan.zero_stage}
     if plan.zero_stage >= 1:
+        # DeepSpeed asserts contiguous gradients (and its default reduce-scatter) for ZeRO-2 with experts.
         zero.update(contiguous_gradients=True, overlap_comm=False, reduce_bucket_size=int(5e7))
     if cfg.parallel.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": cfg.parallel.use_gpu}

@@ -2,8 +2,11 @@
 
 1. the distributed backend (gloo on CPU, NCCL on GPU) is initialised through DeepSpeed,
    which also adopts a process group Ray Train already created;
-2. activation checkpointing, if asked for, wraps each transformer block;
-3. ``deepspeed.initialize`` takes the model, our torch optimizer and LR schedule, and the
+2. the model is built: a pipeline stage (``pp > 1``), or the whole model with its experts
+   sharded over the expert-parallel group (``ep > 1``);
+3. activation checkpointing, if asked for, wraps each transformer block;
+4. expert parameters are marked for DeepSpeed's expert-data-parallel gradient reduction;
+5. ``deepspeed.initialize`` takes the model, our torch optimizer and LR schedule, and the
    config dict of :func:`raylm.parallel.deepspeed_config.deepspeed_config`.
 """
 
@@ -44,8 +47,37 @@ def build_engine(cfg: RunConfig, plan: ParallelPlan, model: nn.Module, optimizer
                  scheduler) -> deepspeed.DeepSpeedEngine:  # noqa: F821
     import deepspeed
 
-    if cfg.parallel.activation_checkpointing:
+    from raylm.parallel.experts import fix_expert_grad_clipping, prepare_expert_parallel
+
+    if cfg.parallel.activation_checkpointing and plan.pp == 1:  # the pipeline module checkpoints its own blocks
         apply_activation_checkpointing(model)
+    prepare_expert_parallel(model, optimizer, plan)  # marks experts, splits param groups (ep > 1 only)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=deepspeed_config(cfg, plan))
+    fix_expert_grad_clipping(engine, plan)  # ZeRO 0 fp32 with ep > 1: clip by the exact global norm
     return engine
+
+
+def make_training_engine(cfg: RunConfig, plan: ParallelPlan):
+    """The model for this rank (the whole model, or its pipeline stage when ``pp > 1``), with our
+    optimizer and schedule, inside a DeepSpeed engine. Call after :func:`init_distributed` and
+    after seeding torch with ``train.seed`` (every rank builds identical initial weights)."""
+    from raylm.model import build_model
+    from raylm.parallel.experts import expert_parallel_group, reinit_dense, reinit_experts
+    from raylm.parallel.pipeline import build_pipeline_module
+    from raylm.train.optimizers import build_optimizer, build_scheduler
+
+    if plan.pp > 1:
+        model = build_pipeline_module(cfg, plan)
+    else:
+        model = build_model(cfg.model, expert_group=expert_parallel_group(plan.ep))
+        if cfg.model.moe.n_experts:  # the same initial weights whatever ep is: drawn per global expert id
+            reinit_experts(model, cfg.train.seed)
+            reinit_dense(model, cfg.train.seed)
+    return build_engine(cfg, plan, model, build_optimizer(cfg, model), lambda opt: build_scheduler(cfg, opt))
+
+
+def gradient_norm(module: nn.Module) -> float:
+    """Global L2 norm of the gradients held by ``module``'s parameters."""
+    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0

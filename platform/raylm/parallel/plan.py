@@ -66,6 +66,9 @@ def plan_problems(cfg: RunConfig, world_size: int) -> list[str]:
                         f"layer; use pp <= {model.n_layers}")
     if par.pp > 1 and model.arch == "t5":
         problems.append("pipeline parallelism supports gpt and bert; train t5 with parallel.pp=1")
+    if par.pp > 1 and model.arch == "bert" and model.nsp_head:
+        problems.append("pipeline stages pass only the hidden state, so BERT's next-sentence head cannot train "
+                        "with pp > 1; set model.nsp_head=false or parallel.pp=1")
     if par.pp > 1 and model.moe.n_experts:
         problems.append("pipeline parallelism with MoE layers is not supported; set parallel.pp=1 or "
                         "model.moe.n_experts=0")
@@ -82,6 +85,11 @@ def plan_problems(cfg: RunConfig, world_size: int) -> list[str]:
 def _moe_problems(cfg: RunConfig, dp: int) -> list[str]:
     par, moe = cfg.parallel, cfg.model.moe
     problems = []
+    decoder_layers = cfg.model.n_decoder_layers if cfg.model.arch == "t5" else cfg.model.n_layers
+    if moe.n_experts and moe.every > min(cfg.model.n_layers, decoder_layers):
+        problems.append(f"model.moe.every ({moe.every}) exceeds the number of layers "
+                        f"({min(cfg.model.n_layers, decoder_layers)}), so no layer would hold experts; use "
+                        f"model.moe.every <= {min(cfg.model.n_layers, decoder_layers)}")
     if par.ep > 1 and not moe.n_experts:
         problems.append(f"parallel.ep={par.ep} shards experts, but the model has none; set model.moe.n_experts "
                         f"(a multiple of {par.ep}) or parallel.ep=1")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from raylm.parallel.experts import expert_load_fn, save_local_experts
+
 DEEPSPEED_TAG = "deepspeed"
 
 
@@ -40,6 +42,7 @@ def save_and_report(engine, step: int, loader_state: dict, rank: int, metrics: d
     local = Path(tempfile.mkdtemp(prefix=f"raylm-step{step}-rank{rank}-"))
     try:
         engine.save_checkpoint(str(local), tag=DEEPSPEED_TAG, client_state={"step": step})
+        save_local_experts(engine.module, local, rank)  # DeepSpeed keeps only rank 0's copy of our experts
         (local / f"rank{rank}.json").write_text(json.dumps({"step": step, "loader": loader_state}))
         torch.save({"torch": torch.get_rng_state()}, local / f"rank{rank}_rng.pt")
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(local)),
@@ -54,13 +57,27 @@ def missing_ranks(directory: str | Path, world_size: int) -> list[int]:
     return [r for r in range(world_size) if not (directory / f"rank{r}.json").exists()]
 
 
-def restore(engine, rank: int, world_size: int, resume_from: str | None = None) -> RestoredState | None:
-    """Load the latest checkpoint Ray Train hands to this attempt (after a failure), else ``resume_from``."""
+def latest_complete(storage_dir: str | Path, world_size: int) -> Path | None:
+    """The newest ``step_*`` directory of a run that holds every rank's part."""
+    candidates = sorted(Path(storage_dir).glob("step_*"), reverse=True)
+    for directory in candidates:
+        if not missing_ranks(directory, world_size) and (directory / DEEPSPEED_TAG).is_dir():
+            return directory
+    return None
+
+
+def restore(engine, rank: int, world_size: int, storage_dir: str, resume_from: str | None = None,
+            ) -> RestoredState | None:
+    """Load the checkpoint to continue from: the one Ray Train hands to a restarted attempt, else the
+    newest complete one this run wrote (a worker that dies right after a report can beat Ray's
+    bookkeeping of it), else ``resume_from`` (an earlier run's), else none."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and resume_from:
-        checkpoint = ray.train.Checkpoint.from_directory(resume_from)
+    if checkpoint is None:
+        own = latest_complete(storage_dir, world_size)
+        source = own or (Path(resume_from) if resume_from else None)
+        checkpoint = ray.train.Checkpoint.from_directory(str(source)) if source else None
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:
@@ -69,7 +86,8 @@ def restore(engine, rank: int, world_size: int, resume_from: str | None = None) 
             raise RuntimeError(f"checkpoint {checkpoint.path} lacks the parts of ranks {missing}; it was written "
                                f"by a different number of workers or is incomplete")
         engine.load_checkpoint(directory, tag=DEEPSPEED_TAG, load_optimizer_states=True,
-                               load_lr_scheduler_states=True)
+                               load_lr_scheduler_states=True,
+                               custom_load_fn=expert_load_fn(engine.module, directory))
         state = json.loads((Path(directory) / f"rank{rank}.json").read_text())
         rng = torch.load(Path(directory) / f"rank{rank}_rng.pt", weights_only=True)
         torch.set_rng_state(rng["torch"])

@@ -1,7 +1,9 @@
 """At the end of training, rank 0 writes the portable model (safetensors + config + tokenizer).
 
-Under ZeRO-3 the parameters are partitioned, so all ranks first gather them. The model is
-written to a temporary directory and renamed into place: a crash leaves no half-written model.
+Under ZeRO-3 the parameters are partitioned, so all ranks first gather them; under pipeline
+parallelism each stage holds its own layers, gathered by
+:func:`raylm.parallel.pipeline.pipeline_state_dict`. The model is written to a temporary
+directory and renamed into place: a crash leaves no half-written model.
 """
 
 from __future__ import annotations
@@ -13,35 +15,49 @@ from pathlib import Path
 import torch.distributed as dist
 
 from raylm.config import RunConfig
+from raylm.parallel.experts import full_state_dict
 from raylm.parallel.plan import ParallelPlan
 
 
 def export_final_model(engine, cfg: RunConfig, plan: ParallelPlan, rank: int, runtime: dict) -> None:
-    from raylm.model.checkpoint import save_model
+    if plan.pp > 1:
+        from raylm.parallel.pipeline import pipeline_state_dict
 
-    target = Path(runtime["model_dir"])
+        state = pipeline_state_dict(engine, cfg)  # collective; the full state dict on rank 0
+        if rank == 0:
+            _write(_model_from(state, cfg), cfg, runtime)
+        dist.barrier()
+        return
     gather = contextlib.nullcontext()
     if plan.zero_stage == 3:
         import deepspeed
 
         gather = deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None)
     with gather:
+        # with ep > 1 each rank holds only its experts: every rank joins in gathering them all
+        state = full_state_dict(engine.module) if plan.ep > 1 else engine.module.state_dict()
         if rank == 0:
-            partial = target.with_name(target.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            save_model(_standalone_copy(engine.module, cfg), cfg.model, partial,
-                       tokenizer_path=runtime.get("tokenizer_path"))
-            shutil.rmtree(target, ignore_errors=True)
-            partial.rename(target)
-            print(f"[raylm] model written to {target}", flush=True)
+            _write(_model_from(state, cfg), cfg, runtime)
     dist.barrier()
 
 
-def _standalone_copy(module, cfg: RunConfig):
-    """A fresh model holding copies of the engine's weights: DeepSpeed keeps parameters as views
+def _model_from(state: dict, cfg: RunConfig):
+    """A fresh model holding copies of the trained weights: DeepSpeed keeps parameters as views
     into flat buffers, which safetensors (rightly) refuses to save as shared storage."""
     from raylm.model import build_model
 
     model = build_model(cfg.model)
-    model.load_state_dict({k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()})
+    model.load_state_dict({k: v.detach().float().cpu().clone() for k, v in state.items()})
     return model
+
+
+def _write(model, cfg: RunConfig, runtime: dict) -> None:
+    from raylm.model.checkpoint import save_model
+
+    target = Path(runtime["model_dir"])
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    save_model(model, cfg.model, partial, tokenizer_path=runtime.get("tokenizer_path"))
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    print(f"[raylm] model written to {target}", flush=True)

@@ -18,16 +18,15 @@ import torch.distributed as dist
 from raylm.config import RunConfig
 from raylm.data.loader import TokenLoader
 from raylm.data.tokenizer import SpecialTokens
-from raylm.model import build_model
 from raylm.model.counting import flops_per_token
-from raylm.parallel.engine import build_engine, init_distributed
+from raylm.parallel.engine import gradient_norm, init_distributed, make_training_engine
+from raylm.parallel.pipeline import pipeline_coords, pipeline_eval_loss, pipeline_train_step
 from raylm.parallel.plan import make_plan
 from raylm.tracking.mlflow_run import MlflowRun
 from raylm.train import checkpoints
 from raylm.train.batches import model_inputs, objective_generator
 from raylm.train.metrics import StepTimer, measure_peak_flops, memory_bytes, mfu
 from raylm.train.moe_metrics import moe_metrics
-from raylm.train.optimizers import build_optimizer, build_scheduler
 from raylm.train.run import DIVERGED_FILE
 
 FAULT_MARKER = ".fault_injected"
@@ -50,10 +49,10 @@ class WorkerRun:
         torch.manual_seed(cfg.train.seed)
         init_distributed(cfg.parallel.use_gpu)
         self.plan = make_plan(cfg, world_size)
-        model = build_model(cfg.model)
-        self.engine = build_engine(cfg, self.plan, model, build_optimizer(cfg, model),
-                                   lambda optimizer: build_scheduler(cfg, optimizer))
+        self.dp_rank = pipeline_coords(rank, self.plan)[1]  # stages of one replica read the same data
+        self.engine = make_training_engine(cfg, self.plan)
         self.device = self.engine.device
+        self.grad_norm: float | None = None
         self.loader = self._loader("train", shuffle=True)
         self.tracker = MlflowRun.from_handle(runtime["mlflow"]) if rank == 0 else MlflowRun("", None, False)
         self.flops_per_token = flops_per_token(cfg.model, cfg.train.seq_len)
@@ -64,11 +63,12 @@ class WorkerRun:
 
     def _loader(self, split: str, shuffle: bool) -> TokenLoader:
         return TokenLoader(self.runtime["dataset_dir"], split, batch_size=self.plan.micro_batch,
-                           rank=self.rank // self.plan.pp, world_size=self.plan.dp, seed=self.cfg.data.seed,
+                           rank=self.dp_rank, world_size=self.plan.dp, seed=self.cfg.data.seed,
                            shuffle=shuffle)
 
     def run(self) -> None:
-        restored = checkpoints.restore(self.engine, self.rank, self.world_size, self.runtime.get("resume_from"))
+        restored = checkpoints.restore(self.engine, self.rank, self.world_size, self.runtime["storage_dir"],
+                                       self.runtime.get("resume_from"))
         if restored is not None:
             self.step, self.last_checkpoint = restored.step, restored.path
             self.loader.load_state_dict(restored.loader)
@@ -91,21 +91,27 @@ class WorkerRun:
                 self._checkpoint(losses)
         self._export_model()
 
+    def _micro_inputs(self, loader: TokenLoader, seed: int, index: int, micro: int) -> dict[str, torch.Tensor]:
+        generator = objective_generator(seed, index, micro, self.dp_rank)
+        inputs = model_inputs(self.cfg.model.arch, next(loader), self.specials, self.cfg.model.vocab_size, generator)
+        return {k: v.to(self.device) for k, v in inputs.items()}
+
     def _train_step(self) -> tuple[dict[str, float], list]:
         """``grad_accum`` micro-batches and one optimizer update; losses averaged over all ranks."""
-        sums = torch.zeros(3, dtype=torch.float64)
-        stats = []
-        for micro in range(self.plan.grad_accum):
-            batch = next(self.loader)
-            generator = objective_generator(self.cfg.train.seed, self.step, micro, self.rank)
-            inputs = model_inputs(self.cfg.model.arch, batch, self.specials, self.cfg.model.vocab_size, generator)
-            out = self.engine(**{k: v.to(self.device) for k, v in inputs.items()})
-            loss = out.loss
-            if self.cfg.faults.nan_at_step == self.step + 1:
-                loss = loss * float("nan")
+        micro_batches = [self._micro_inputs(self.loader, self.cfg.train.seed, self.step, micro)
+                         for micro in range(self.plan.grad_accum)]
+        if self.plan.pp > 1:
+            loss = pipeline_train_step(self.engine, micro_batches)  # averaged over the global batch already
+            return {"train/loss": loss, "train/lm_loss": loss, "train/aux_loss": 0.0}, []
+        sums, stats = torch.zeros(3, dtype=torch.float64), []
+        for micro, inputs in enumerate(micro_batches):
+            out = self.engine(**inputs)
+            loss = out.loss * float("nan") if self.cfg.faults.nan_at_step == self.step + 1 else out.loss
             self.engine.backward(loss)
+            if micro == len(micro_batches) - 1 and self.plan.zero_stage == 0:
+                self.grad_norm = gradient_norm(self.engine.module)  # DeepSpeed keeps none without ZeRO
             self.engine.step()
-            sums += torch.tensor([loss.item(), out.lm_loss.item(), float(out.aux_loss)], dtype=torch.float64)
+            sums += torch.tensor([loss.item(), out.lm_loss.item(), float(out.aux_loss.detach())], dtype=torch.float64)
             stats = out.moe_stats
         sums /= self.plan.grad_accum
         dist.all_reduce(sums, op=dist.ReduceOp.SUM)
@@ -114,17 +120,19 @@ class WorkerRun:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Mean validation loss over ``eval_batches`` micro-batches per rank, and its perplexity."""
-        self.engine.eval()
-        loader, total = self._loader("val", shuffle=False), torch.zeros(1, dtype=torch.float64)
-        for i in range(self.cfg.train.eval_batches):
-            batch = next(loader)
-            generator = objective_generator(self.cfg.train.seed + 1, i, 0, self.rank)
-            inputs = model_inputs(self.cfg.model.arch, batch, self.specials, self.cfg.model.vocab_size, generator)
-            total += self.engine(**{k: v.to(self.device) for k, v in inputs.items()}).lm_loss.item()
-        self.engine.train()
-        dist.all_reduce(total, op=dist.ReduceOp.SUM)
-        val_loss = total.item() / (self.cfg.train.eval_batches * self.world_size)
+        """Mean validation loss over ``eval_batches`` micro-batches per replica, and its perplexity."""
+        loader = self._loader("val", shuffle=False)
+        micro_batches = [self._micro_inputs(loader, self.cfg.train.seed + 1, i, 0)
+                         for i in range(self.cfg.train.eval_batches)]
+        if self.plan.pp > 1:
+            val_loss = pipeline_eval_loss(self.engine, micro_batches)
+        else:
+            self.engine.eval()
+            total = torch.tensor([sum(self.engine(**inputs).lm_loss.item() for inputs in micro_batches)],
+                                 dtype=torch.float64)
+            self.engine.train()
+            dist.all_reduce(total, op=dist.ReduceOp.SUM)
+            val_loss = total.item() / (len(micro_batches) * self.world_size)
         self._print(f"step {self.step}: val_loss {val_loss:.4f}")
         return {"val/loss": val_loss, "val/perplexity": math.exp(min(val_loss, 50.0))}
 
@@ -134,7 +142,7 @@ class WorkerRun:
         metrics = {
             **losses,
             "train/lr": self.engine.get_lr()[0],
-            "train/grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
+            "train/grad_norm": float(self.engine.get_global_grad_norm() or self.grad_norm or 0.0),
             "train/tokens_seen": float(self.step * self.plan.tokens_per_step),
             "perf/tokens_per_second": tokens_per_second,
             "perf/step_seconds": seconds / steps_since,
