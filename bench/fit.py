@@ -61,7 +61,8 @@ def main() -> None:
     tol = 1e-6 * fit.objective
     result = {
         "points": len(data), "starts": fit.n_starts, "bootstrap_resamples": args.bootstrap,
-        "grid_fit_s": round(grid.wall, 2), "bootstrap_s": round(boot.wall, 2), "total_s": round(grid.wall + boot.wall, 2),
+        "grid_fit_s": round(grid.wall, 2), "bootstrap_s": round(boot.wall, 2),
+        "total_s": round(grid.wall + boot.wall, 2),
         "grid_fit_cpu_s": round(grid.cpu, 2), "bootstrap_cpu_s": round(boot.cpu, 2),
         "objective": fit.objective, "starts_at_best": fit.starts_at_best,
         "fitted": fit.law.as_dict(), "true": BESIROGLU_2024.as_dict(),

@@ -1,0 +1,72 @@
+"""``raylm fit --csv FILE``: fit Chinchilla scaling laws to finished runs, predict, plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+EPILOG = """\
+The CSV has a header row and one row per run: params,tokens,loss (flops optional: the compute
+each run was charged; 6*params*tokens when absent; tokens may be left out when flops is given).
+
+examples:
+  raylm fit --csv jobs/data/synthetic_isoflop.csv --budget 1e22 --out fit_out
+  raylm fit --csv runs.csv --bootstrap 4000 --seed 0 --budget 5.76e23,1e24
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "fit",
+        help="fit scaling laws (Chinchilla Approaches 2 and 3) to a CSV of runs",
+        description="Fit L(N, D) = E + A/N^alpha + B/D^beta (Approach 3: Huber on the log loss, 4,500 starts)\n"
+        "and IsoFLOP parabolas (Approach 2); print the fits as JSON, predict the compute-optimal\n"
+        "N*, D* and loss for --budget values, and write plots to --out (Hoffmann et al. 2022;\n"
+        "Besiroglu et al. 2024). See docs/scaling.md.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--csv", required=True, metavar="FILE", help="runs: params,tokens,loss[,flops]")
+    parser.add_argument("--out", metavar="DIR", help="write isoflops.png, optimal_allocation.png, "
+                        "loss_contours.png and fit.json here")
+    parser.add_argument("--budget", action="append", default=[], metavar="C",
+                        help="target compute in FLOPs; repeat or give a comma list (1e22,1e23)")
+    parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                        help="bootstrap resamples for standard errors and intervals (0: none; the paper used 4000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+    parser.add_argument("--starts", choices=("full", "coarse"), default="full",
+                        help="Approach 3 start grid: full = 4,500 starts, coarse = 243")
+    parser.add_argument("--delta", type=float, default=1e-3, help="Huber delta on the log-loss residual")
+    parser.add_argument("--level", type=float, default=0.95, help="interval level, e.g. 0.95 or 0.8")
+    parser.add_argument("--exclude-highest", type=int, default=0, metavar="K",
+                        help="drop the K highest-loss runs first (Besiroglu et al. 2024 drop 5)")
+    parser.add_argument("--isoflop-budgets", action="append", metavar="C",
+                        help="Approach 2: nominal budgets to group runs by (default: group by compute)")
+    parser.add_argument("--isoflop-tolerance", type=float, default=0.15, metavar="T",
+                        help="Approach 2: runs within a factor 1+T of a budget belong to it")
+    parser.set_defaults(func=_fit)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from raylm.scaling.io import read_csv
+    from raylm.scaling.report import fit_scaling_laws
+
+    report = fit_scaling_laws(
+        read_csv(args.csv), budgets=args.budget, bootstrap=args.bootstrap, seed=args.seed, starts=args.starts,
+        delta=args.delta, level=args.level, exclude_highest=args.exclude_highest,
+        isoflop_budgets=args.isoflop_budgets, isoflop_tolerance=args.isoflop_tolerance,
+    )
+    result = report.as_dict()
+    if args.out:
+        from raylm.scaling.plots import write_plots
+
+        out = Path(args.out)
+        targets = [p.budget for p in report.predictions if p.approach == 3]
+        paths = write_plots(out, report.data, approach2=report.approach2, approach3=report.approach3,
+                            budgets=targets)
+        result["plots"] = [str(p) for p in paths]
+        (out / "fit.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,51 @@
+"""Chinchilla-style scaling studies, the pure part: numbers in, numbers out.
+
+- :mod:`~raylm.scaling.laws`: C = 6ND, the law L = E + A/N^alpha + B/D^beta, its compute-optimal allocation;
+- :mod:`~raylm.scaling.isoflop`: IsoFLOP grids of model configs;
+- :mod:`~raylm.scaling.approach3`, :mod:`~raylm.scaling.approach2`: the two fits of Hoffmann et al. (2022);
+- :mod:`~raylm.scaling.predict`: N*, D*, loss and intervals for target budgets;
+- :mod:`~raylm.scaling.report`: all of it in one call; :mod:`~raylm.scaling.io` and
+  :mod:`~raylm.scaling.plots` do the file work.
+"""
+
+from raylm.scaling.approach2 import Approach2Fit, Approach2Unavailable, fit_approach2
+from raylm.scaling.approach3 import Approach3Fit, fit_approach3, start_grid
+from raylm.scaling.data import ScalingData
+from raylm.scaling.isoflop import GridPoint, ModelFamily, isoflop_grid
+from raylm.scaling.laws import (
+    BESIROGLU_2024,
+    HOFFMANN_2022,
+    ChinchillaLaw,
+    tokens_for_budget,
+    tokens_per_param,
+    training_flops,
+    training_flops_with_attention,
+)
+from raylm.scaling.predict import Prediction, predict
+from raylm.scaling.report import FitReport, fit_scaling_laws
+from raylm.scaling.synthetic import synthetic_isoflop
+
+__all__ = [
+    "BESIROGLU_2024",
+    "HOFFMANN_2022",
+    "Approach2Fit",
+    "Approach2Unavailable",
+    "Approach3Fit",
+    "ChinchillaLaw",
+    "FitReport",
+    "GridPoint",
+    "ModelFamily",
+    "Prediction",
+    "ScalingData",
+    "fit_approach2",
+    "fit_approach3",
+    "fit_scaling_laws",
+    "isoflop_grid",
+    "predict",
+    "start_grid",
+    "synthetic_isoflop",
+    "tokens_for_budget",
+    "tokens_per_param",
+    "training_flops",
+    "training_flops_with_attention",
+]

@@ -1,0 +1,121 @@
+"""Compute-optimal predictions for target budgets from both approaches, with intervals.
+
+Approach 3 (Hoffmann et al. 2022, eq. 4): N*(C), D*(C) and L(N*, D*) from the fitted law;
+intervals are percentiles over the bootstrap refits (Besiroglu et al. 2024, section 3).
+Approach 2 (Hoffmann et al. 2022, section 3.2): N* = k_N C^a, D* = k_D C^b; intervals are
+bootstrap percentiles when resampled, else t-based confidence bands of the log-log fit.
+Approach 2 has no loss law of its own; its ``loss`` is the Approach 3 law at its allocation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from raylm.errors import UserError
+from raylm.scaling.approach2 import Approach2Fit
+from raylm.scaling.approach3 import Approach3Fit
+from raylm.scaling.bootstrap import percentile_interval
+from raylm.scaling.laws import FLOPS_PER_PARAM_TOKEN
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One approach's compute-optimal allocation at one budget; intervals map name -> (low, high)."""
+
+    approach: int
+    budget: float
+    n_opt: float
+    d_opt: float
+    loss: float | None
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    level: float = 0.95
+
+    @property
+    def tokens_per_param(self) -> float:
+        return self.d_opt / self.n_opt
+
+    def as_dict(self) -> dict:
+        return {"approach": self.approach, "budget": self.budget, "n_opt": self.n_opt, "d_opt": self.d_opt,
+                "tokens_per_param": self.tokens_per_param, "loss": self.loss, "level": self.level,
+                "intervals": {k: list(v) for k, v in self.intervals.items()}}
+
+
+def parse_budgets(values) -> list[float]:
+    """Budgets from numbers or strings such as '1e21' and '1e21,3e21'; raises :class:`UserError`."""
+    out: list[float] = []
+    for value in values or []:
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                budget = float(part)
+            except ValueError:
+                raise UserError(f"budget {part!r} is not a number (write FLOPs such as 1e21)") from None
+            if not (np.isfinite(budget) and budget > 0):
+                raise UserError(f"budget must be positive and finite, got {part}")
+            out.append(budget)
+    return out
+
+
+def predict_approach3(fit: Approach3Fit, budgets) -> list[Prediction]:
+    """N*, D*, L* at each budget from the fitted law, with bootstrap percentile intervals when available."""
+    c = np.asarray(budgets, dtype=float)
+    law = fit.law
+    n_opt, d_opt, loss = law.optimal_params(c), law.optimal_tokens(c), law.optimal_loss(c)
+    level = fit.bootstrap.level if fit.bootstrap else 0.95
+    bands = bootstrap_bands(fit, c) if fit.bootstrap is not None else None
+    out = []
+    for i, budget in enumerate(c):
+        intervals = {} if bands is None else {k: (float(v[0][i]), float(v[1][i])) for k, v in bands.items()}
+        out.append(Prediction(3, float(budget), float(np.atleast_1d(n_opt)[i]), float(np.atleast_1d(d_opt)[i]),
+                              float(np.atleast_1d(loss)[i]), intervals, level))
+    return out
+
+
+def predict_approach2(fit: Approach2Fit, budgets, approach3: Approach3Fit | None = None) -> list[Prediction]:
+    """N* = k_N C^a and D* = k_D C^b; loss from the Approach 3 law when given."""
+    c = np.asarray(budgets, dtype=float)
+    n_opt, d_opt = fit.n_opt_law(c), fit.d_opt_law(c)
+    boot = fit.bootstrap_predictions(c)
+    if boot is not None:
+        n_band = percentile_interval(boot[0], fit.level, axis=0)
+        d_band = percentile_interval(boot[1], fit.level, axis=0)
+    else:
+        n_band = fit.n_opt_law.confidence_band(c, fit.level)
+        d_band = fit.d_opt_law.confidence_band(c, fit.level)
+    loss = approach3.law.loss(n_opt, d_opt) if approach3 is not None else None
+    return [
+        Prediction(2, float(budget), float(n_opt[i]), float(d_opt[i]), None if loss is None else float(loss[i]),
+                   {"n_opt": (float(n_band[0][i]), float(n_band[1][i])),
+                    "d_opt": (float(d_band[0][i]), float(d_band[1][i]))}, fit.level)
+        for i, budget in enumerate(c)
+    ]
+
+
+def predict(budgets, approach3: Approach3Fit | None = None, approach2: Approach2Fit | None = None) -> list[Prediction]:
+    """Predictions of every available approach for every budget (Approach 3 first)."""
+    budgets = parse_budgets(budgets) if budgets is not None else []
+    out: list[Prediction] = []
+    if approach3 is not None and budgets:
+        out += predict_approach3(approach3, budgets)
+    if approach2 is not None and budgets:
+        out += predict_approach2(approach2, budgets, approach3)
+    return out
+
+
+def bootstrap_bands(fit: Approach3Fit, c: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Percentile bands of N*, D*, L* over the bootstrap laws (closed form of eq. 4, vectorised)."""
+    v = fit.bootstrap.values()
+    alpha, beta, big_a, big_b, big_e = (v[k][:, None] for k in ("alpha", "beta", "A", "B", "E"))
+    with np.errstate(all="ignore"):
+        g = (alpha * big_a / (beta * big_b)) ** (1.0 / (alpha + beta))
+        n_opt = g * (c / FLOPS_PER_PARAM_TOKEN) ** (beta / (alpha + beta))
+        d_opt = c / FLOPS_PER_PARAM_TOKEN / n_opt
+        loss = big_e + big_a / n_opt**alpha + big_b / d_opt**beta
+        valid = (alpha > 0) & (beta > 0)
+    level = fit.bootstrap.level
+    return {name: percentile_interval(np.where(valid, arr, np.nan), level, axis=0)
+            for name, arr in (("n_opt", n_opt), ("d_opt", d_opt), ("loss", loss))}

@@ -1,0 +1,76 @@
+"""One call for a whole Chinchilla-style analysis: both fits and the predictions, as plain numbers.
+
+Approach 3 (Hoffmann et al. 2022, section 3.3; Besiroglu et al. 2024) always; Approach 2
+(section 3.2) when the runs form at least two IsoFLOP profiles; predictions for target budgets.
+Plots live in :mod:`raylm.scaling.plots`, file reading in :mod:`raylm.scaling.io`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from raylm.scaling.approach2 import Approach2Fit, Approach2Unavailable, fit_approach2
+from raylm.scaling.approach3 import DEFAULT_DELTA, Approach3Fit, fit_approach3
+from raylm.scaling.data import ScalingData
+from raylm.scaling.predict import Prediction, parse_budgets, predict
+
+
+@dataclass(frozen=True)
+class FitReport:
+    data: ScalingData = field(repr=False)
+    approach3: Approach3Fit
+    approach2: Approach2Fit | None
+    approach2_note: str
+    predictions: list[Prediction]
+
+    def as_dict(self) -> dict:
+        approach2 = self.approach2.as_dict() if self.approach2 else {"skipped": self.approach2_note}
+        return json_safe({"n_points": len(self.data), "approach3": self.approach3.as_dict(), "approach2": approach2,
+                          "predictions": [p.as_dict() for p in self.predictions]})
+
+
+def fit_scaling_laws(
+    data: ScalingData,
+    *,
+    budgets=(),
+    bootstrap: int = 0,
+    seed: int = 0,
+    starts: str = "full",
+    delta: float = DEFAULT_DELTA,
+    level: float = 0.95,
+    exclude_highest: int = 0,
+    isoflop_budgets=None,
+    isoflop_tolerance: float = 0.15,
+) -> FitReport:
+    """Fit both approaches to ``data`` and predict for ``budgets`` (FLOPs; numbers or '1e21,3e21' strings).
+
+    ``exclude_highest`` drops that many highest-loss runs first (Besiroglu et al. 2024 drop 5).
+    ``isoflop_budgets``/``isoflop_tolerance`` say how Approach 2 groups runs into budgets
+    (:func:`raylm.scaling.approach2.group_budgets`).
+    """
+    targets = parse_budgets(budgets)
+    data = data.without_highest_losses(exclude_highest)
+    approach3 = fit_approach3(data, starts=starts, delta=delta, bootstrap=bootstrap, seed=seed, level=level)
+    try:
+        groups = parse_budgets(isoflop_budgets) if isoflop_budgets else None
+        approach2 = fit_approach2(data, level=level, bootstrap=bootstrap, seed=seed, budgets=groups,
+                                  tolerance=isoflop_tolerance)
+        note = ""
+    except Approach2Unavailable as exc:
+        approach2, note = None, str(exc)
+    return FitReport(data=data, approach3=approach3, approach2=approach2, approach2_note=note,
+                     predictions=predict(targets, approach3, approach2))
+
+
+def json_safe(value):
+    """Replace NaN and infinities (not valid JSON) by None, recursively; numpy scalars become floats."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
