@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 test: install
-	$(VENV)/bin/pytest -m "not gpu" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not gpu" --durations=15 $(PYTEST_ARGS)
 
 demo: install
 	$(PY) jobs/demo.py

@@ -8,11 +8,12 @@ and a sample from the trained model.
 
 import sys
 import time
+from pathlib import Path
 
 from raylm.config_load import load_config, parse_override_args
 from raylm.errors import UserError
 
-CONFIG = "jobs/configs/gpt_tiny.yaml"
+CONFIG = Path(__file__).resolve().parent / "configs" / "gpt_tiny.yaml"
 
 
 def main(argv: list[str]) -> int:
@@ -41,13 +42,14 @@ def _sample(model_dir) -> None:
     from raylm.model.checkpoint import load_model
     from raylm.model.generate import generate
 
-    model, _ = load_model(model_dir)
+    model, model_cfg = load_model(model_dir)
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     prompt = "def __init__(self"
     ids = tokenizer.encode(prompt).ids
     import torch
 
-    new = generate(model, torch.tensor([ids]), max_new_tokens=40, temperature=0.8, top_k=40, seed=0)
+    length = min(40, model_cfg.max_seq_len - len(ids))  # positions the model knows
+    new = generate(model, torch.tensor([ids]), max_new_tokens=length, temperature=0.8, top_k=40, seed=0)
     print(f"\nsample (temperature 0.8):\n{prompt}{tokenizer.decode(new[0].tolist())}")
 
 

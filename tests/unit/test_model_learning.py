@@ -23,7 +23,7 @@ def _train(model, batch_fn, steps: int, lr: float = 3e-3, warmup: int = 30) -> f
         loss.backward()
         optimizer.step()
         schedule.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def test_gpt_memorises_alphabet_and_greedy_reproduces_it():

@@ -65,6 +65,8 @@ def test_more_workers_than_data_is_explained():
     check_data_size(plan, 64, "shards")
     with pytest.raises(PlanError, match=r"shards holds 40 training sequences, fewer than one global batch \(64"):
         check_data_size(plan, 40, "shards")
+    with pytest.raises(PlanError, match=r"holds 3 validation sequences, fewer than one micro-batch.*data.val_fraction"):
+        check_data_size(plan, 64, "shards", val_sequences=3)
 
 
 def test_zero_memory_follows_the_paper():

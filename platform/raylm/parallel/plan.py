@@ -120,8 +120,16 @@ def make_plan(cfg: RunConfig, world_size: int | None = None) -> ParallelPlan:
     )
 
 
-def check_data_size(plan: ParallelPlan, train_sequences: int, source: str) -> None:
-    """Every data-parallel rank needs at least one full step of sequences."""
+def check_data_size(plan: ParallelPlan, train_sequences: int, source: str, val_sequences: int | None = None) -> None:
+    """Every data-parallel rank needs at least one full step of training sequences and one
+    micro-batch of validation sequences."""
+    per_eval = plan.micro_batch * plan.dp
+    if val_sequences is not None and val_sequences < per_eval:
+        raise PlanError(
+            f"{source} holds {val_sequences} validation sequences, fewer than one micro-batch per data-parallel "
+            f"rank ({per_eval} = micro_batch {plan.micro_batch} * dp {plan.dp}); raise data.val_fraction, use "
+            f"more data, or a smaller train.micro_batch_size"
+        )
     if train_sequences < plan.global_batch:
         raise PlanError(
             f"{source} holds {train_sequences} training sequences, fewer than one global batch "

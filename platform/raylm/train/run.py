@@ -95,8 +95,9 @@ def _prepare_data(cfg: RunConfig, plan: ParallelPlan):
     from raylm.data.prepare import prepare_dataset
 
     dataset = prepare_dataset(cfg)
-    train_sequences = dataset.manifest.splits["train"].sequences
-    check_data_size(plan, train_sequences, str(dataset.directory))
+    splits = dataset.manifest.splits
+    val = splits["val"].sequences if "val" in splits else 0
+    check_data_size(plan, splits["train"].sequences, str(dataset.directory), val_sequences=val)
     return dataset
 
 
