@@ -60,4 +60,6 @@ def _write(model, cfg: RunConfig, runtime: dict) -> None:
     save_model(model, cfg.model, partial, tokenizer_path=runtime.get("tokenizer_path"))
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
-    print(f"[raylm] model written to {target}", flush=True)
+    from raylm.train.loop import worker_print
+
+    worker_print(f"model written to {target}")

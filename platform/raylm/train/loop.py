@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -30,6 +31,12 @@ from raylm.train.moe_metrics import moe_metrics
 from raylm.train.run import DIVERGED_FILE
 
 FAULT_MARKER = ".fault_injected"
+
+
+def worker_print(message: str) -> None:
+    """One progress line in the driver's output. Ray Train's patched ``print`` writes a line to
+    ``sys.stdout`` twice (the stream and its logger); ``sys.__stdout__`` reaches the driver once."""
+    print(f"[raylm] {message}", file=sys.__stdout__, flush=True)
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -197,4 +204,4 @@ class WorkerRun:
 
     def _print(self, message: str, force: bool = False) -> None:
         if self.rank == 0 or force:
-            print(f"[raylm] {message}", flush=True)
+            worker_print(message)
