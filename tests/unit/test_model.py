@@ -110,3 +110,16 @@ def test_model_package_imports_no_distributed_code():
             assert name.split(".")[0] not in ("ray", "deepspeed"), f"{path.name} imports {name}"
             if path.name != "moe.py":
                 assert not name.startswith("torch.distributed"), f"{path.name} imports {name}"
+
+
+def test_flops_per_token_follows_chinchilla_appendix_f():
+    """Hand count for one small config (Hoffmann et al. 2022, Table 4), forward x 3."""
+    from raylm.model.counting import matmul_flops_per_token
+
+    cfg = make_config("gpt", vocab_size=100, d_model=16, n_layers=2, n_heads=2, d_ff=64, max_seq_len=8)
+    seq, d, v = 8, 16, 100
+    attention = 2 * seq * d * 3 * d + 2 * seq * seq * d + 3 * 2 * seq * seq + 2 * seq * seq * d + 2 * seq * d * d
+    dense = 2 * seq * 2 * d * 64
+    forward = 2 * seq * v * d + 2 * (attention + dense) + 2 * seq * d * v
+    assert flops_per_token(cfg, seq) == pytest.approx(3 * forward / seq)
+    assert matmul_flops_per_token(cfg, seq) == pytest.approx(3 * (forward - 2 * seq * v * d) / seq)

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from raylm.config import RunConfig
 from raylm.data.loader import TokenLoader
 from raylm.data.tokenizer import SpecialTokens
-from raylm.model.counting import flops_per_token
+from raylm.model.counting import matmul_flops_per_token
 from raylm.parallel.engine import gradient_norm, init_distributed, make_training_engine
 from raylm.parallel.pipeline import pipeline_coords, pipeline_eval_loss, pipeline_train_step
 from raylm.parallel.plan import make_plan
@@ -62,7 +62,7 @@ class WorkerRun:
         self.grad_norm: float | None = None
         self.loader = self._loader("train", shuffle=True)
         self.tracker = MlflowRun.from_handle(runtime["mlflow"]) if rank == 0 else MlflowRun("", None, False)
-        self.flops_per_token = flops_per_token(cfg.model, cfg.train.seq_len)
+        self.flops_per_token = matmul_flops_per_token(cfg.model, cfg.train.seq_len)
         self.peak = cfg.train.peak_tflops * 1e12 if cfg.train.peak_tflops else measure_peak_flops(
             device="cuda" if cfg.parallel.use_gpu else "cpu")
         self.step, self.skip_logging_until, self.last_checkpoint = 0, -1, None
