@@ -119,7 +119,8 @@ def trust_region_step(g: np.ndarray, lam: np.ndarray, vec: np.ndarray, radius: n
     gv = np.einsum("kij,ki->kj", vec, np.where(np.isfinite(g), g, 0.0))  # V^T g
 
     def norm(mu):
-        return np.sqrt(np.sum((gv / (alam + mu[:, None])) ** 2, axis=1))
+        with np.errstate(divide="ignore", invalid="ignore"):  # a zero eigenvalue at mu = 0 gives inf: no step
+            return np.sqrt(np.sum((gv / (alam + mu[:, None])) ** 2, axis=1))
 
     gnorm = np.linalg.norm(gv, axis=1)
     hi = np.maximum(gnorm / radius, 1e-300)  # |p(hi)| <= |g| / hi = radius
