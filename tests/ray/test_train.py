@@ -37,6 +37,7 @@ def test_zero_stage_matches_single_process_reference(workdir, stage):
     curve = logged_curve(result)
     expected = reference_losses(cfg, _dataset_dir(result), 4)
     assert [curve[s] for s in range(1, 5)] == pytest.approx(expected, rel=RTOL)
+    assert all(norm > 0 for norm in logged_curve(result, "train/grad_norm").values())
 
 
 def test_zero2_matches_reference_and_checkpoints_hold_every_rank(workdir, zero2_run):

@@ -75,9 +75,3 @@ def make_training_engine(cfg: RunConfig, plan: ParallelPlan):
             reinit_experts(model, cfg.train.seed)
             reinit_dense(model, cfg.train.seed)
     return build_engine(cfg, plan, model, build_optimizer(cfg, model), lambda opt: build_scheduler(cfg, opt))
-
-
-def gradient_norm(module: nn.Module) -> float:
-    """Global L2 norm of the gradients held by ``module``'s parameters."""
-    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
-    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0

@@ -20,7 +20,8 @@ from raylm.config import RunConfig
 from raylm.data.loader import TokenLoader
 from raylm.data.tokenizer import SpecialTokens
 from raylm.model.counting import matmul_flops_per_token
-from raylm.parallel.engine import gradient_norm, init_distributed, make_training_engine
+from raylm.parallel.engine import init_distributed, make_training_engine
+from raylm.parallel.experts import global_grad_norm
 from raylm.parallel.pipeline import pipeline_coords, pipeline_eval_loss, pipeline_train_step
 from raylm.parallel.plan import make_plan
 from raylm.tracking.mlflow_run import MlflowRun
@@ -116,7 +117,8 @@ class WorkerRun:
             loss = out.loss * float("nan") if self.cfg.faults.nan_at_step == self.step + 1 else out.loss
             self.engine.backward(loss)
             if micro == len(micro_batches) - 1 and self.plan.zero_stage == 0:
-                self.grad_norm = gradient_norm(self.engine.module)  # DeepSpeed keeps none without ZeRO
+                # DeepSpeed keeps no norm without ZeRO (the dense gradients are already all-reduced here)
+                self.grad_norm = float(global_grad_norm(self.engine.module.parameters()))
             self.engine.step()
             sums += torch.tensor([loss.item(), out.lm_loss.item(), float(out.aux_loss.detach())], dtype=torch.float64)
             stats = out.moe_stats
