@@ -82,7 +82,7 @@ class WorkerRun:
             self.loader.load_state_dict(restored.loader)
             self.skip_logging_until = self.tracker.last_step("train/loss")
             self._print(f"resumed from {restored.path} at step {self.step}")
-        timer = StepTimer()
+        timer, self.timed_from_step = StepTimer(), self.step
         while self.step < self.cfg.train.max_steps:
             self._maybe_kill()
             losses, stats = self._train_step()
@@ -97,7 +97,15 @@ class WorkerRun:
                 self._log(self.last_eval)
             if self.step % self.cfg.train.checkpoint_every == 0 or self.step == self.cfg.train.max_steps:
                 self._checkpoint(losses)
+            if self._paused(self.step):  # keep evaluation and saving out of tokens/s
+                timer.lap()
+                self.timed_from_step = self.step
         self._export_model()
+
+    def _paused(self, step: int) -> bool:
+        """Whether this step evaluated or saved (work that is not training throughput)."""
+        train = self.cfg.train
+        return step % train.eval_every == 0 or step % train.checkpoint_every == 0
 
     def _micro_inputs(self, loader: TokenLoader, seed: int, index: int, micro: int) -> dict[str, torch.Tensor]:
         generator = objective_generator(seed, index, micro, self.dp_rank)
@@ -146,7 +154,7 @@ class WorkerRun:
         return {"val/loss": val_loss, "val/perplexity": math.exp(min(val_loss, 50.0))}
 
     def _log_train(self, losses: dict[str, float], stats: list, seconds: float) -> None:
-        steps_since = self.cfg.train.log_every if self.step > 1 else 1
+        steps_since, self.timed_from_step = self.step - self.timed_from_step, self.step
         tokens_per_second = self.plan.tokens_per_step * steps_since / max(seconds, 1e-9)
         metrics = {
             **losses,
