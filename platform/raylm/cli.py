@@ -37,16 +37,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Separate ``--section.key VALUE`` / ``--section.key=VALUE`` overrides from the other arguments.
+    """Separate ``--section.key VALUE`` / ``--section.key=VALUE`` overrides (and the top-level
+    ``--name`` / ``--output_dir``) from the other arguments.
 
-    No option of any command has a dot in its name, so a dotted option is always an override
-    (and its value is never mistaken for a positional argument).
+    No option of any command has a dot in its name or a top-level config key's name, so such an
+    option is always an override (and its value is never mistaken for a positional argument).
     """
+    from raylm.config_load import TOP_LEVEL_KEYS
+
     rest, overrides = [], []
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg.startswith("--") and "." in arg.split("=", 1)[0]:
+        name = arg.split("=", 1)[0][2:] if arg.startswith("--") else ""
+        if "." in name or name in TOP_LEVEL_KEYS:
             overrides.append(arg)
             if "=" not in arg and i + 1 < len(argv):
                 overrides.append(argv[i + 1])

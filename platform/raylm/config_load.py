@@ -21,6 +21,14 @@ from raylm.config import RunConfig
 from raylm.errors import ConfigError
 
 
+def _is_model_type(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+# Scalar keys outside any section (``name``, ``output_dir``): overridable as ``--name VALUE``.
+TOP_LEVEL_KEYS = frozenset(k for k, f in RunConfig.model_fields.items() if not _is_model_type(f.annotation))
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """A safe YAML loader that rejects a key given twice in one mapping."""
 
@@ -77,6 +85,8 @@ def parse_override_args(args: Iterable[str]) -> list[tuple[str, str]]:
         if not arg.startswith("--") or len(arg) == 2:
             raise ConfigError(f"unexpected argument {arg!r}; overrides look like --section.key value")
         key = arg[2:]
+        if "." not in key.split("=", 1)[0] and key.split("=", 1)[0] not in TOP_LEVEL_KEYS:
+            raise ConfigError(_undotted_key_message(key.split("=", 1)[0]))
         if "=" in key:
             key, value = key.split("=", 1)
         elif i + 1 < len(args):
@@ -84,11 +94,19 @@ def parse_override_args(args: Iterable[str]) -> list[tuple[str, str]]:
             value = args[i]
         else:
             raise ConfigError(f"override --{key} has no value; write --{key} VALUE")
-        if "." not in key:
-            raise ConfigError(f"override --{key} must name a section and a key, e.g. --train.{key}")
         pairs.append((key, value))
         i += 1
     return pairs
+
+
+def _undotted_key_message(key: str) -> str:
+    """An override without a section: suggest the dotted keys it may have meant."""
+    sections = {name: f.annotation for name, f in RunConfig.model_fields.items() if _is_model_type(f.annotation)}
+    paths = [f"{section}.{key_name}" for section, model in sections.items() for key_name in model.model_fields]
+    matches = [p for p in paths if p.rsplit(".", 1)[1] == key] or difflib.get_close_matches(key, paths, n=3)
+    hint = f"did you mean {' or '.join('--' + m for m in matches)}?" if matches else "e.g. --train.lr 1e-3"
+    return (f"override --{key} must name a section and a key; {hint} "
+            f"(top-level keys: {', '.join('--' + k for k in sorted(TOP_LEVEL_KEYS))})")
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[tuple[str, Any]]) -> dict[str, Any]:
@@ -182,7 +200,7 @@ def _parse_value(parts: list[str], raw: str) -> Any:
 
 
 def _is_model(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    return _is_model_type(annotation)
 
 
 def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -70,3 +70,9 @@ def test_overrides_without_a_file_are_not_taken_for_one():
     assert result.returncode == 0, result.stderr
     shown = yaml.safe_load(result.stdout)
     assert shown["train"]["lr"] == 1e-3 and shown["model"]["arch"] == "bert"
+
+
+def test_top_level_override_value_is_not_taken_for_the_file():
+    result = run_cli("config", "show", "--name", "exp1", "--train.lr", "1e-3")
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["name"] == "exp1"

@@ -57,6 +57,11 @@ def test_overrides_parse_both_spellings_and_types():
     assert config.name == "123"  # string-typed keys keep the text
 
 
+def test_top_level_keys_are_overridable():
+    config = load_config(None, parse_override_args(["--name", "exp1", "--output_dir=/tmp/out"]))
+    assert (config.name, config.output_dir) == ("exp1", "/tmp/out")
+
+
 def test_override_does_not_mutate_input():
     data = {"train": {"lr": 1.0}}
     merged = apply_overrides(data, [("train.lr", "2.0")])
@@ -121,8 +126,10 @@ def test_missing_file_and_bad_override_syntax(tmp_path):
         read_yaml(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="has no value"):
         parse_override_args(["--train.lr"])
-    with pytest.raises(ConfigError, match="must name a section and a key"):
+    with pytest.raises(ConfigError, match=r"--lr must name a section and a key; did you mean --train.lr\?"):
         parse_override_args(["--lr", "1"])
+    with pytest.raises(ConfigError, match=r"did you mean --data.seed or --train.seed\?"):
+        parse_override_args(["--seed=1"])
     with pytest.raises(ConfigError, match="is a value, not a section"):
         apply_overrides({"train": {"lr": 1}}, [("train.lr.x", "1")])
 
