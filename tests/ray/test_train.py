@@ -13,7 +13,7 @@ import pytest
 
 from raylm.errors import UserError
 from raylm.train.run import run_training
-from tests.ray.train_helpers import logged_curve, reference_losses, tiny_config
+from tests.ray.train_helpers import logged_curve, metric_history, reference_losses, tiny_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 RTOL = 1e-5
@@ -115,13 +115,6 @@ def test_killed_worker_is_replaced_and_the_run_finishes(workdir, zero2_run):
     result = run_training(cfg)
     assert (result.storage_dir / ".fault_injected").exists()
     baseline = logged_curve(zero2_run)
-    history = _history(result, "train/loss")
+    history = metric_history(result, "train/loss")
     assert [m.step for m in history] == [1, 2, 3, 4]  # one continuous curve: no step logged twice
     assert [m.value for m in history] == pytest.approx([baseline[s] for s in (1, 2, 3, 4)], rel=RTOL)
-
-
-def _history(result, metric: str):
-    from mlflow.tracking import MlflowClient
-
-    return sorted(MlflowClient(result.tracking_uri).get_metric_history(result.mlflow_run_id, metric),
-                  key=lambda m: m.step)

@@ -30,11 +30,16 @@ def tiny_config(tmp: Path, **sections) -> RunConfig:
     return RunConfig.from_dict(data)
 
 
-def logged_curve(result, metric: str = "train/loss") -> dict[int, float]:
+def metric_history(result, metric: str) -> list:
+    """Every logged point of ``metric`` in the run's MLflow store, by step."""
     from mlflow.tracking import MlflowClient
 
     history = MlflowClient(result.tracking_uri).get_metric_history(result.mlflow_run_id, metric)
-    return {m.step: m.value for m in history}
+    return sorted(history, key=lambda m: m.step)
+
+
+def logged_curve(result, metric: str = "train/loss") -> dict[int, float]:
+    return {m.step: m.value for m in metric_history(result, metric)}
 
 
 def reference_losses(cfg: RunConfig, dataset_dir: str, steps: int) -> list[float]:

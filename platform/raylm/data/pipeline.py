@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -44,14 +43,6 @@ def stderr_log(message: str) -> None:
 
 def quiet_log(message: str) -> None:
     """A log that prints nothing (``--quiet``, tests)."""
-
-
-def ensure_ray() -> None:
-    """Connect to the cluster in ``RAY_ADDRESS`` or start a local Ray (no dashboard) unless Ray is up."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, logging_level=logging.WARNING)
 
 
 @dataclass
@@ -181,7 +172,7 @@ def run_pipeline(
 ) -> PipelineOutput:
     """Tokenize ``source`` with Ray Data and write packed shards of ``seq_len + 1`` tokens under ``out_dir``.
 
-    Ray must already be initialised (:func:`ensure_ray`). Bad input met by a worker (say a JSON
+    Ray must already be initialised (:func:`raylm.ray_session.connect_ray`). Bad input met by a worker (say a JSON
     Lines record without the text field) is raised here as a :class:`UserError` with its message.
     """
     import ray

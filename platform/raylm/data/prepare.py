@@ -22,9 +22,10 @@ from raylm.config import DataConfig, RunConfig
 from raylm.data.corpus import CorpusSource, iter_documents, resolve_corpus
 from raylm.data.documents import is_validation, stable_hash
 from raylm.data.manifest import FORMAT_VERSION, MANIFEST, Manifest, read_manifest, write_manifest
-from raylm.data.pipeline import Log, ensure_ray, run_pipeline, stderr_log
+from raylm.data.pipeline import Log, run_pipeline, stderr_log
 from raylm.data.tokenizer import KINDS, SpecialTokens, load_tokenizer, save_tokenizer, tokenizer_hash, train_tokenizer
 from raylm.errors import UserError
+from raylm.ray_session import connect_ray
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -72,7 +73,7 @@ def build_dataset(
         if manifest.key == key:
             log(f"tokenize: reusing {out} (same corpus, tokenizer and settings; --force rebuilds it)")
             return PreparedDataset(out, manifest, reused=True)
-    ensure_ray()
+    connect_ray()
     tmp = out.with_name(f".{key}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:

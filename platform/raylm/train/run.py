@@ -8,8 +8,6 @@ joins that cluster.
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ from raylm.config import RunConfig, flatten
 from raylm.config_load import to_yaml
 from raylm.errors import UserError
 from raylm.parallel.plan import ParallelPlan, check_data_size, make_plan
+from raylm.ray_session import connect_ray
 from raylm.tracking.mlflow_run import MlflowRun
 
 DIVERGED_FILE = "diverged.txt"  # written by rank 0 of the workers (raylm.train.loop) when the loss is not finite
@@ -32,20 +31,6 @@ class TrainingResult:
     metrics: dict               # the last metrics reported with a checkpoint
     mlflow_run_id: str | None
     tracking_uri: str
-
-
-def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Join ``address`` / ``$RAY_ADDRESS``, or start a local Ray on 127.0.0.1 (no dashboard)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                 logging_level=logging.WARNING)
 
 
 def run_training(cfg: RunConfig, address: str | None = None, parent_run_id: str | None = None,
