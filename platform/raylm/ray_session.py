@@ -5,10 +5,18 @@ from __future__ import annotations
 import logging
 import os
 
+LOCALHOST = "127.0.0.1"
+
 
 def connect_ray(address: str | None = None) -> None:
-    """Join ``address`` / ``$RAY_ADDRESS``, or start a local Ray bound to 127.0.0.1 with no
-    dashboard; nothing happens when Ray is already initialised in this process."""
+    """Join ``address`` / ``$RAY_ADDRESS``, or start a local Ray bound to 127.0.0.1 with its dashboard
+    on 127.0.0.1; nothing happens when Ray is already initialised in this process.
+
+    The dashboard is not optional: it serves the State API through which Ray Train's
+    placement-group cleaner watches each run's controller. Without it the cleaner warns every
+    second ("Failed to query Ray Train Controller actor state") and never frees the workers'
+    placement group of a stopped trial, which can deadlock a sweep on a small machine.
+    """
     import ray
 
     if ray.is_initialized():
@@ -17,4 +25,13 @@ def connect_ray(address: str | None = None) -> None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
+        ray.init(include_dashboard=True, dashboard_host=LOCALHOST, _node_ip_address=LOCALHOST,
+                 logging_level=logging.WARNING)
+
+
+def cluster_totals() -> dict[str, float]:
+    """CPUs and GPUs of the whole cluster Ray is connected to."""
+    import ray
+
+    total = ray.cluster_resources()
+    return {"CPU": float(total.get("CPU", 0.0)), "GPU": float(total.get("GPU", 0.0))}

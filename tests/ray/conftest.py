@@ -7,7 +7,8 @@ import pytest
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A local Ray with 2 CPUs and no dashboard, started once and shut down after the session.
+    """A local Ray with 2 CPUs and its dashboard on 127.0.0.1 (as :func:`raylm.ray_session.connect_ray`
+    starts it), started once and shut down after the session.
 
     ``address="local"`` always starts a fresh instance, even when ``RAY_ADDRESS`` names a cluster.
     Ray 2.60's token authentication is set up by ``ray.init`` itself for a local instance.
@@ -17,7 +18,8 @@ def ray_local():
     if ray.is_initialized():
         yield ray
         return
-    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="ERROR",
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=True, dashboard_host="127.0.0.1",
+             _node_ip_address="127.0.0.1", logging_level="ERROR",
              object_store_memory=1024 * 1024 * 1024)
     yield ray
     ray.shutdown()

@@ -3,8 +3,9 @@
 The tracking URI is ``tracking.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else a SQLite
 file ``mlflow.db`` in the working directory (its artifacts beside it in ``mlartifacts/``).
 An unreachable server is reported once as a warning; training goes on without tracking.
-The driver creates the run; rank 0 of the workers logs into it by run id, so a run that
-restarts after a failure keeps one run and one continuous curve.
+Only the tracking writer (:mod:`raylm.tracking.writer`, an actor on the driver's node) uses
+this class; everything else logs through the writer. A run that restarts after a failure keeps
+one run and one continuous curve.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ PARAM_VALUE_LIMIT = 6000
 
 
 def resolve_tracking_uri(tracking: TrackingConfig, cwd: Path | None = None) -> str:
-    if tracking.tracking_uri:
-        return tracking.tracking_uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{((cwd or Path.cwd()) / DEFAULT_DB).resolve()}"
+    """The store's URI, with any SQLite path made absolute against ``cwd`` (the driver's directory):
+    a relative path would resolve differently in every process that opens it."""
+    uri = tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_DB}"
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        uri = f"sqlite:///{((cwd or Path.cwd()) / path).resolve()}"
+    return uri
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -48,8 +51,12 @@ class MlflowRun:
 
     @classmethod
     def start(cls, tracking: TrackingConfig, run_name: str, parent_run_id: str | None = None,
-              tags: dict[str, str] | None = None) -> MlflowRun:
-        """Create a run (nested under ``parent_run_id`` if given); a disabled run when tracking is off or down."""
+              tags: dict[str, str] | None = None, reuse_tag: tuple[str, str] | None = None) -> MlflowRun:
+        """Create a run (nested under ``parent_run_id`` if given); a disabled run when tracking is off or down.
+
+        With ``reuse_tag=(key, value)``, a run of the experiment already carrying that tag is reopened
+        instead (set RUNNING again unless it finished): a resumed sweep's trial keeps its one run.
+        """
         uri = resolve_tracking_uri(tracking)
         if not tracking.enabled:
             return cls(uri, None, enabled=False)
@@ -62,6 +69,15 @@ class MlflowRun:
                 tracking.experiment, artifact_location=_artifact_root(uri) and
                 f"{_artifact_root(uri)}/{tracking.experiment}")
             all_tags = {**(tags or {}), **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})}
+            if reuse_tag is not None:
+                all_tags[reuse_tag[0]] = reuse_tag[1]
+                existing = client.search_runs([experiment_id], f"tags.`{reuse_tag[0]}` = '{reuse_tag[1]}'",
+                                              max_results=1)
+                if existing:
+                    run.run_id = existing[0].info.run_id
+                    if existing[0].info.status != "FINISHED":
+                        client.update_run(run.run_id, status="RUNNING")
+                    return run
             run.run_id = client.create_run(experiment_id, run_name=tracking.run_name or run_name,
                                            tags=all_tags).info.run_id
         except Exception as exc:  # noqa: BLE001 - any tracking failure must not stop training
@@ -120,6 +136,15 @@ class MlflowRun:
 
     def set_tag(self, key: str, value: str) -> None:
         self._call("set a tag", self.client.set_tag, self.run_id, key, value)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self._call("set tags", self.client.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def status(self) -> str | None:
+        run = self._call("read the run", self.client.get_run, self.run_id)
+        return run.info.status if run else None
 
     def end(self, status: str = "FINISHED") -> None:
         self._call("end the run", self.client.set_terminated, self.run_id, status)

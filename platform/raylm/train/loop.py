@@ -8,6 +8,7 @@ DeepSpeed engine; rank 0 logs metrics; all ranks evaluate, checkpoint and report
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -24,12 +25,13 @@ from raylm.parallel.engine import init_distributed, make_training_engine
 from raylm.parallel.experts import global_grad_norm
 from raylm.parallel.pipeline import pipeline_coords, pipeline_eval_loss, pipeline_train_step
 from raylm.parallel.plan import make_plan
-from raylm.tracking.mlflow_run import MlflowRun
+from raylm.tracking.writer import RemoteRun
 from raylm.train import checkpoints
 from raylm.train.batches import model_inputs, objective_generator
 from raylm.train.metrics import StepTimer, measure_peak_flops, memory_bytes, mfu
 from raylm.train.moe_metrics import moe_metrics
 from raylm.train.run import DIVERGED_FILE
+from raylm.train.swa import run_weight_average
 
 FAULT_MARKER = ".fault_injected"
 
@@ -62,12 +64,14 @@ class WorkerRun:
         self.device = self.engine.device
         self.grad_norm: float | None = None
         self.loader = self._loader("train", shuffle=True)
-        self.tracker = MlflowRun.from_handle(runtime["mlflow"]) if rank == 0 else MlflowRun("", None, False)
+        # rank 0 sends metrics to the driver's tracking writer; no worker opens the tracking store
+        self.tracker = RemoteRun.from_handle(runtime["tracking"]) if rank == 0 else RemoteRun.disabled()
         self.flops_per_token = matmul_flops_per_token(cfg.model, cfg.train.seq_len)
         self.peak = cfg.train.peak_tflops * 1e12 if cfg.train.peak_tflops else measure_peak_flops(
             device="cuda" if cfg.parallel.use_gpu else "cpu")
         self.step, self.skip_logging_until, self.last_checkpoint = 0, -1, None
         self.last_eval: dict[str, float] = {}
+        self.swa = run_weight_average(self.engine.module, cfg)  # None unless optim.swa
 
     def _loader(self, split: str, shuffle: bool) -> TokenLoader:
         return TokenLoader(self.runtime["dataset_dir"], split, batch_size=self.plan.micro_batch,
@@ -76,7 +80,7 @@ class WorkerRun:
 
     def run(self) -> None:
         restored = checkpoints.restore(self.engine, self.rank, self.world_size, self.runtime["storage_dir"],
-                                       self.runtime.get("resume_from"))
+                                       self.runtime.get("resume_from"), swa=self.swa)
         if restored is not None:
             self.step, self.last_checkpoint = restored.step, restored.path
             self.loader.load_state_dict(restored.loader)
@@ -89,18 +93,25 @@ class WorkerRun:
             self.step += 1
             if not math.isfinite(losses["train/loss"]) and self.plan.precision != "fp16":
                 self._report_divergence(losses["train/loss"])
+                self.tracker.flush()
                 return
+            if self.swa is not None:
+                self.swa.update(self.step)
             if self.step % self.cfg.train.log_every == 0 or self.step in (1, self.cfg.train.max_steps):
                 self._log_train(losses, stats, timer.lap())
-            if self.step % self.cfg.train.eval_every == 0 or self.step == self.cfg.train.max_steps:
+            evaluates = self.step % self.cfg.train.eval_every == 0 or self.step == self.cfg.train.max_steps
+            if evaluates:
                 self.last_eval = self.evaluate()
                 self._log(self.last_eval)
             if self.step % self.cfg.train.checkpoint_every == 0 or self.step == self.cfg.train.max_steps:
-                self._checkpoint(losses)
+                self._checkpoint(losses)  # reports the evaluation with the checkpoint
+            elif evaluates:
+                self._report(losses)  # every evaluation is reported: Tune's schedulers decide on these
             if self._paused(self.step):  # keep evaluation and saving out of tokens/s
                 timer.lap()
                 self.timed_from_step = self.step
         self._export_model()
+        self.tracker.flush()
 
     def _paused(self, step: int) -> bool:
         """Whether this step evaluated or saved (work that is not training throughput)."""
@@ -137,19 +148,21 @@ class WorkerRun:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Mean validation loss over ``eval_batches`` micro-batches per replica, and its perplexity."""
+        """Mean validation loss over ``eval_batches`` micro-batches per replica, and its perplexity;
+        with ``optim.swa``, of the averaged weights."""
         loader = self._loader("val", shuffle=False)
         micro_batches = [self._micro_inputs(loader, self.cfg.train.seed + 1, i, 0)
                          for i in range(self.cfg.train.eval_batches)]
-        if self.plan.pp > 1:
-            val_loss = pipeline_eval_loss(self.engine, micro_batches)
-        else:
-            self.engine.eval()
-            total = torch.tensor([sum(self.engine(**inputs).lm_loss.item() for inputs in micro_batches)],
-                                 dtype=torch.float64)
-            self.engine.train()
-            dist.all_reduce(total, op=dist.ReduceOp.SUM)
-            val_loss = total.item() / (len(micro_batches) * self.world_size)
+        with self.swa.swapped_in() if self.swa is not None else contextlib.nullcontext():
+            if self.plan.pp > 1:
+                val_loss = pipeline_eval_loss(self.engine, micro_batches)
+            else:
+                self.engine.eval()
+                total = torch.tensor([sum(self.engine(**inputs).lm_loss.item() for inputs in micro_batches)],
+                                     dtype=torch.float64)
+                self.engine.train()
+                dist.all_reduce(total, op=dist.ReduceOp.SUM)
+                val_loss = total.item() / (len(micro_batches) * self.world_size)
         self._print(f"step {self.step}: val_loss {val_loss:.4f}")
         return {"val/loss": val_loss, "val/perplexity": math.exp(min(val_loss, 50.0))}
 
@@ -178,9 +191,19 @@ class WorkerRun:
         if self.rank == 0 and self.step > self.skip_logging_until:
             self.tracker.log_metrics(metrics, self.step)
 
+    def _report_metrics(self, losses: dict[str, float]) -> dict[str, float]:
+        """What every report carries: the losses, the last evaluation and both time axes (steps, tokens)."""
+        self.tracker.flush()  # MLflow holds every point up to this report before Tune or a restart sees it
+        return {**losses, **self.last_eval, "step": self.step, "tokens": self.step * self.plan.tokens_per_step}
+
+    def _report(self, losses: dict[str, float]) -> None:
+        import ray.train
+
+        ray.train.report(self._report_metrics(losses))
+
     def _checkpoint(self, losses: dict[str, float]) -> None:
         checkpoints.save_and_report(self.engine, self.step, self.loader.state_dict(), self.rank,
-                                    {**losses, **self.last_eval, "step": self.step})
+                                    self._report_metrics(losses), swa=self.swa)
         self.last_checkpoint = str(Path(self.runtime["storage_dir"]) / checkpoints.checkpoint_dir_name(self.step))
 
     def _report_divergence(self, loss: float) -> None:
@@ -210,7 +233,7 @@ class WorkerRun:
     def _export_model(self) -> None:
         from raylm.train.export import export_final_model
 
-        export_final_model(self.engine, self.cfg, self.plan, self.rank, self.runtime)
+        export_final_model(self.engine, self.cfg, self.plan, self.rank, self.runtime, average=self.swa)
 
     def _print(self, message: str, force: bool = False) -> None:
         if self.rank == 0 or force:

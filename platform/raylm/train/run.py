@@ -1,9 +1,10 @@
-"""The driver of a training job: check the plan, prepare data, start MLflow, run the TorchTrainer.
+"""The driver of a training job: check the plan, prepare data, create the MLflow run, run the TorchTrainer.
 
 ``run_training(cfg)`` is what ``raylm train`` and ``jobs/pretrain.py`` call. Nothing is
 launched before the parallel plan is known to be possible. With no Ray address it starts a
 local Ray bound to 127.0.0.1 (the embedded default); with ``address`` or ``RAY_ADDRESS`` it
-joins that cluster.
+joins that cluster. Everything logged goes through the tracking writer on this node
+(:mod:`raylm.tracking.writer`): the workers never open the tracking store.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from raylm.config_load import to_yaml
 from raylm.errors import UserError
 from raylm.parallel.plan import ParallelPlan, check_data_size, make_plan
 from raylm.ray_session import connect_ray
-from raylm.tracking.mlflow_run import MlflowRun
+from raylm.tracking.writer import RemoteRun, start_writer, stop_writer
 
 DIVERGED_FILE = "diverged.txt"  # written by rank 0 of the workers (raylm.train.loop) when the loss is not finite
 
@@ -41,10 +42,23 @@ def run_training(cfg: RunConfig, address: str | None = None, parent_run_id: str 
         raise UserError(f"--resume {resume_from}: not a raylm checkpoint (no rank0.json); pass a step_NNNNNNNN "
                         "directory of an earlier run")
     connect_ray(address)
-    dataset = _prepare_data(cfg, plan)
+    dataset = prepare_data(cfg, plan)
     run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage_root = Path(cfg.output_dir).resolve()
-    tracker = MlflowRun.start(cfg.tracking, run_name, parent_run_id=parent_run_id, tags={"raylm.kind": "train"})
+    writer = start_writer()
+    try:
+        tracker = RemoteRun.start(writer, cfg.tracking, run_name, parent_run_id=parent_run_id,
+                                  tags={"raylm.kind": "train"}) if cfg.tracking.enabled else RemoteRun.disabled()
+        return execute_run(cfg, plan, dataset, tracker, run_name, Path(cfg.output_dir).resolve(), resume_from)
+    finally:
+        stop_writer(writer)
+
+
+def execute_run(cfg: RunConfig, plan: ParallelPlan, dataset, tracker: RemoteRun, run_name: str,
+                storage_root: Path, resume_from: str | None = None, callbacks: tuple = ()) -> TrainingResult:
+    """Run one TorchTrainer for ``cfg`` into the already created MLflow run ``tracker`` and end that run
+    (FINISHED, or FAILED with the reason). ``raylm train`` and every Tune trial go through here; a trial
+    passes Tune's report callback in ``callbacks``. The run is named ``run_name`` under ``storage_root``:
+    a re-run with the same name continues from that run's own newest checkpoint."""
     dataset_dir = str(dataset.directory.resolve())  # absolute: workers run in their own working directories
     tracker.log_params({**flatten(cfg.to_dict()), **_plan_params(plan), "data.directory": dataset_dir})
     tracker.log_text(to_yaml(cfg), "config.yaml")
@@ -52,14 +66,18 @@ def run_training(cfg: RunConfig, address: str | None = None, parent_run_id: str 
         "dataset_dir": dataset_dir,
         "tokenizer_path": str(dataset.tokenizer_path.resolve()),
         "special_tokens": dataset.special_tokens().to_dict(),
-        "mlflow": tracker.handle(),
+        "tracking": tracker.handle(),
         "storage_dir": str(storage_root / run_name),
         "model_dir": str(storage_root / run_name / "model"),
         "resume_from": str(Path(resume_from).resolve()) if resume_from else None,
     }
     try:
-        result = _fit(cfg, run_name, storage_root, runtime)
-    except BaseException:
+        result = _fit(cfg, run_name, storage_root, runtime, callbacks)
+    except KeyboardInterrupt:
+        tracker.end("KILLED")
+        raise
+    except BaseException as exc:
+        tracker.set_tag("raylm.error", str(exc)[:4000])
         tracker.end("FAILED")
         raise
     diverged_file = Path(runtime["storage_dir"]) / DIVERGED_FILE
@@ -68,15 +86,17 @@ def run_training(cfg: RunConfig, address: str | None = None, parent_run_id: str 
     if checkpoint:
         tracker.set_tag("raylm.checkpoint", checkpoint)
         tracker.log_text(f"{checkpoint}\n", "checkpoint_path.txt")
-    tracker.end("FAILED" if diverged else "FINISHED")
     if diverged:
+        tracker.set_tag("raylm.error", diverged)
+        tracker.end("FAILED")
         raise UserError(diverged)
     tracker.set_tag("raylm.model_dir", runtime["model_dir"])
+    tracker.end("FINISHED")
     return TrainingResult(run_name, storage_root / run_name, checkpoint, Path(runtime["model_dir"]),
                           dict(result.metrics), tracker.run_id, tracker.uri)
 
 
-def _prepare_data(cfg: RunConfig, plan: ParallelPlan):
+def prepare_data(cfg: RunConfig, plan: ParallelPlan):
     from raylm.data.prepare import prepare_dataset
 
     dataset = prepare_dataset(cfg)
@@ -90,7 +110,7 @@ def _plan_params(plan: ParallelPlan) -> dict:
     return {f"plan.{k}": v for k, v in vars(plan).items()}
 
 
-def _fit(cfg: RunConfig, run_name: str, storage_root: Path, runtime: dict):
+def _fit(cfg: RunConfig, run_name: str, storage_root: Path, runtime: dict, callbacks: tuple = ()):
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -107,6 +127,7 @@ def _fit(cfg: RunConfig, run_name: str, storage_root: Path, runtime: dict):
             name=run_name, storage_path=str(storage_root),
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
+            callbacks=list(callbacks),
         ),
     )
     try:
