@@ -47,6 +47,7 @@ class MlflowRun:
 
     def __init__(self, uri: str, run_id: str | None, enabled: bool = True):
         self.uri, self.run_id, self.enabled = uri, run_id, enabled and run_id is not None
+        self.experiment_id: str | None = None
         self._client = None
 
     @classmethod
@@ -65,7 +66,7 @@ class MlflowRun:
         try:
             client = run.client
             experiment = client.get_experiment_by_name(tracking.experiment)
-            experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+            experiment_id = run.experiment_id = experiment.experiment_id if experiment else client.create_experiment(
                 tracking.experiment, artifact_location=_artifact_root(uri) and
                 f"{_artifact_root(uri)}/{tracking.experiment}")
             all_tags = {**(tags or {}), **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})}
@@ -149,10 +150,43 @@ class MlflowRun:
     def end(self, status: str = "FINISHED") -> None:
         self._call("end the run", self.client.set_terminated, self.run_id, status)
 
+    def finish(self, status: str, error: str | None = None, force: bool = False) -> None:
+        """End the run as ``status`` unless it has ended already (``force``: whatever it ended as).
+
+        A trial stopped by the scheduler can see its own workers die and try to end as FAILED while
+        the driver ends it as KILLED: the driver forces, the trial does not, so KILLED wins in any order.
+        """
+        if not force and self.status() not in (None, "RUNNING"):
+            return
+        if error is not None:
+            self.set_tag("raylm.error", error[:4000])
+        elif force:
+            run = self._call("read the run", self.client.get_run, self.run_id)
+            if run is not None and "raylm.error" in run.data.tags:  # the trial's view of its own stop
+                self._call("clear the error", self.client.delete_tag, self.run_id, "raylm.error")
+        self.end(status)
+
     def handle(self) -> dict[str, Any]:
         """What a worker needs to log into this run (a plain dict for ``train_loop_config``)."""
-        return {"uri": self.uri, "run_id": self.run_id, "enabled": self.enabled}
+        return {"uri": self.uri, "run_id": self.run_id, "enabled": self.enabled, "experiment_id": self.experiment_id}
 
     @classmethod
     def from_handle(cls, handle: dict[str, Any]) -> MlflowRun:
-        return cls(handle["uri"], handle["run_id"], handle["enabled"])
+        run = cls(handle["uri"], handle["run_id"], handle["enabled"])
+        run.experiment_id = handle.get("experiment_id")
+        return run
+
+    @classmethod
+    def find(cls, uri: str, experiment: str, tag: str, value: str) -> MlflowRun | None:
+        """The run of ``experiment`` tagged ``tag = value``, if there is one."""
+        run = cls(uri, None)
+        run.enabled = True
+        experiment_obj = run._call("find the experiment", run.client.get_experiment_by_name, experiment)
+        if experiment_obj is None:
+            return None
+        found = run._call("search runs", run.client.search_runs, [experiment_obj.experiment_id],
+                          f"tags.`{tag}` = '{value}'", max_results=1)
+        if not found:
+            return None
+        run.run_id, run.experiment_id = found[0].info.run_id, experiment_obj.experiment_id
+        return run

@@ -22,7 +22,7 @@ from raylm.tracking.mlflow_run import MlflowRun
 NAMESPACE = "raylm"
 # Run methods the writer forwards; anything else is refused (the actor is not a general RPC).
 FORWARDED = frozenset({"log_params", "log_metrics", "log_text", "log_artifact", "set_tag", "set_tags", "end",
-                       "last_step", "status"})
+                       "finish", "last_step", "status"})
 
 
 class TrackingWriter:
@@ -47,6 +47,10 @@ class TrackingWriter:
             run = self._runs[handle["run_id"]] = MlflowRun.from_handle(handle)
         return getattr(run, method)(*args, **kwargs)
 
+    def find_run(self, uri: str, experiment: str, tag: str, value: str) -> dict | None:
+        run = MlflowRun.find(uri, experiment, tag, value)
+        return run.handle() if run else None
+
     def ping(self) -> bool:
         return True
 
@@ -59,8 +63,9 @@ def start_writer() -> str:
 
     The actor takes no CPU, so it never competes with training for a slot.
     """
-    import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    import ray
 
     name = f"tracking-writer-{uuid.uuid4().hex[:12]}"
     node = ray.get_runtime_context().get_node_id()
@@ -71,6 +76,14 @@ def start_writer() -> str:
     ray.get(actor.ping.remote())
     _STARTED[name] = actor
     return name
+
+
+def current_writer(name: str) -> str:
+    """``name`` if this driver started it, else the writer this driver started last (a callback
+    restored with a resumed sweep still names the writer of the killed driver)."""
+    if name in _STARTED or not _STARTED:
+        return name
+    return next(reversed(_STARTED))
 
 
 def stop_writer(name: str) -> None:
@@ -107,13 +120,24 @@ class RemoteRun:
               tags: dict[str, str] | None = None, reuse_tag: tuple[str, str] | None = None) -> RemoteRun:
         """Create a run in the store (or reopen the unfinished run tagged ``reuse_tag``)."""
         import ray
-
         from raylm.tracking.mlflow_run import resolve_tracking_uri
 
         absolute = tracking.model_copy(update={"tracking_uri": resolve_tracking_uri(tracking)})
         handle = ray.get(_writer(writer_name).start_run.remote(absolute.model_dump(), run_name, parent_run_id,
                                                                tags, reuse_tag))
         return cls(writer_name, handle)
+
+    @classmethod
+    def find(cls, writer_name: str, uri: str, experiment: str, tag: str, value: str) -> RemoteRun | None:
+        """The run tagged ``tag = value`` in ``experiment`` of the store ``uri`` (absolute), if any."""
+        import ray
+
+        handle = ray.get(_writer(writer_name).find_run.remote(uri, experiment, tag, value))
+        return cls(writer_name, handle) if handle else None
+
+    @property
+    def experiment_id(self) -> str | None:
+        return self._handle.get("experiment_id")
 
     @classmethod
     def disabled(cls) -> RemoteRun:
@@ -161,6 +185,10 @@ class RemoteRun:
 
     def end(self, status: str = "FINISHED") -> None:
         self._ask("end", status)
+
+    def finish(self, status: str, error: str | None = None, force: bool = False) -> None:
+        """End as ``status`` unless already ended (see :meth:`MlflowRun.finish`); waits for the writer."""
+        self._ask("finish", status, error, force)
 
     def flush(self) -> None:
         """Wait until everything sent so far is written."""

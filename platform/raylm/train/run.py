@@ -74,11 +74,10 @@ def execute_run(cfg: RunConfig, plan: ParallelPlan, dataset, tracker: RemoteRun,
     try:
         result = _fit(cfg, run_name, storage_root, runtime, callbacks)
     except KeyboardInterrupt:
-        tracker.end("KILLED")
+        tracker.finish("KILLED")
         raise
     except BaseException as exc:
-        tracker.set_tag("raylm.error", str(exc)[:4000])
-        tracker.end("FAILED")
+        tracker.finish("FAILED", error=str(exc))
         raise
     diverged_file = Path(runtime["storage_dir"]) / DIVERGED_FILE
     diverged = diverged_file.read_text() if diverged_file.exists() else None
@@ -87,11 +86,10 @@ def execute_run(cfg: RunConfig, plan: ParallelPlan, dataset, tracker: RemoteRun,
         tracker.set_tag("raylm.checkpoint", checkpoint)
         tracker.log_text(f"{checkpoint}\n", "checkpoint_path.txt")
     if diverged:
-        tracker.set_tag("raylm.error", diverged)
-        tracker.end("FAILED")
+        tracker.finish("FAILED", error=diverged)
         raise UserError(diverged)
     tracker.set_tag("raylm.model_dir", runtime["model_dir"])
-    tracker.end("FINISHED")
+    tracker.finish("FINISHED")
     return TrainingResult(run_name, storage_root / run_name, checkpoint, Path(runtime["model_dir"]),
                           dict(result.metrics), tracker.run_id, tracker.uri)
 

@@ -1,0 +1,129 @@
+"""The sweep file: a base run, a search space, and how trials are scheduled.
+
+::
+
+    name: optimizers
+    base: gpt_tiny.yaml              # a run config file (relative to this file), or the run inline
+    search:                          # dotted config keys -> distributions (raylm.tune.space)
+      optim.name: {grid: [adamw, sgd]}
+      train.lr: {loguniform: [1.0e-4, 1.0e-2]}
+    num_samples: 4                   # samples per grid combination
+    metric: val/loss
+    mode: min
+    scheduler: {name: asha, grace_period: 20, reduction_factor: 3, time_attr: step}
+    search_alg: {name: random, seed: 0}
+    trials: {max_concurrent_trials: null, max_failures: 0}
+
+Everything is checked when the file is loaded, before Ray starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import Field, ValidationError
+
+from raylm.config import RunConfig, Section
+from raylm.config_load import apply_overrides, read_yaml, validate
+from raylm.errors import ConfigError
+from raylm.tune.space import check_search
+
+
+class SchedulerConfig(Section):
+    """Early stopping: ASHA (Li et al. 2020, "A System for Massively Parallel Hyperparameter Tuning") or none."""
+
+    name: Literal["asha", "fifo"] = Field("asha", description="'fifo' runs every trial to the end.")
+    grace_period: int = Field(20, ge=1, description="No trial is stopped before this many time units.")
+    reduction_factor: float = Field(3.0, gt=1, description="Each rung keeps the best 1/reduction_factor.")
+    time_attr: Literal["step", "tokens"] = Field("step", description="Time axis: optimizer steps or tokens seen.")
+
+
+class SearchAlgConfig(Section):
+    """How configurations are drawn: Ray's random/grid generator, or Optuna's TPE (needs optuna)."""
+
+    name: Literal["random", "grid", "optuna"] = "random"
+    seed: Optional[int] = Field(0, description="Seed of the draws (null: a different sweep every time).")
+
+
+class TrialsConfig(Section):
+    """How many trials run at once, and how often a failed trial is re-run."""
+
+    max_concurrent_trials: Optional[int] = Field(None, ge=1, description="Default: as many as the cluster fits.")
+    max_failures: int = Field(0, ge=0, description="Re-runs of a failed trial (from its last checkpoint).")
+
+
+class SweepConfig(Section):
+    name: str = "sweep"
+    output_dir: str = Field("runs/sweeps", description="The sweep's directory is output_dir/name-<time>.")
+    base: Union[str, dict[str, Any]] = Field(..., description="A run config file, or the run config inline.")
+    search: dict[str, Any]
+    num_samples: int = Field(1, ge=1)
+    metric: str = "val/loss"
+    mode: Literal["min", "max"] = "min"
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    search_alg: SearchAlgConfig = Field(default_factory=SearchAlgConfig)
+    trials: TrialsConfig = Field(default_factory=TrialsConfig)
+
+
+class Sweep:
+    """A loaded sweep: its settings, the base run as a plain dict (paths absolute) and the checked space."""
+
+    def __init__(self, config: SweepConfig, base: dict[str, Any], specs: dict[str, dict], source: str):
+        self.config, self.base, self.specs, self.source = config, base, specs, source
+
+    @property
+    def base_config(self) -> RunConfig:
+        return RunConfig.from_dict(self.base)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.config.model_dump(mode="json"), "base": self.base}
+
+
+METRICS = ("val/loss", "val/perplexity", "train/loss")
+
+
+def load_sweep(path: str | Path, overrides: list[tuple[str, str]] = ()) -> Sweep:
+    """Read and check a sweep file; ``overrides`` (``--train.max_steps 50``) apply to the base run."""
+    path = Path(path)
+    data = read_yaml(path)
+    try:
+        config = SweepConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(map(str, e['loc'])) or 'sweep'}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(f"{path}: invalid sweep file:\n  " + "\n  ".join(problems)) from None
+    if config.metric not in METRICS:
+        raise ConfigError(f"{path}: metric '{config.metric}' is not reported by training; use one of "
+                          f"{', '.join(METRICS)}")
+    base_source = str(path)
+    if isinstance(config.base, str):
+        base_path = (path.parent / config.base) if not Path(config.base).is_absolute() else Path(config.base)
+        base_source = str(base_path)
+        base = read_yaml(base_path)
+    else:
+        base = dict(config.base)
+    base = apply_overrides(base, overrides)
+    validate(base, f"{base_source} (the sweep's base run)", {k for k, _ in overrides})
+    base = absolute_paths(base)
+    return Sweep(config, base, check_search(config.search, base), str(path))
+
+
+def absolute_paths(base: dict[str, Any], cwd: Path | None = None) -> dict[str, Any]:
+    """Make the run's local paths absolute: Tune runs each trial in its own working directory."""
+    cwd = cwd or Path.cwd()
+    cfg = RunConfig.from_dict(base).to_dict()
+
+    def fix(value: str) -> str:
+        return value if "://" in value else str((cwd / value).resolve())
+
+    cfg["output_dir"] = fix(cfg["output_dir"])
+    cfg["data"]["shards_dir"] = fix(cfg["data"]["shards_dir"])
+    if cfg["data"]["corpus"] != "stdlib" and (cwd / cfg["data"]["corpus"]).exists():
+        cfg["data"]["corpus"] = fix(cfg["data"]["corpus"])
+    if cfg["data"]["tokenizer"].endswith(".json"):
+        cfg["data"]["tokenizer"] = fix(cfg["data"]["tokenizer"])
+    from raylm.tracking.mlflow_run import resolve_tracking_uri
+
+    tracking = RunConfig.from_dict(cfg).tracking
+    cfg["tracking"]["tracking_uri"] = resolve_tracking_uri(tracking, cwd) if tracking.enabled else None
+    return cfg

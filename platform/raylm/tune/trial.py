@@ -1,0 +1,65 @@
+"""The one trial runner: a Tune trial is one training run, a TorchTrainer built inside the trial.
+
+This is the Ray Train V2 pattern (Ray docs, "Hyperparameter Tuning with Ray Tune"): the Tune
+function builds the trainer from its sampled configuration and runs it with Tune's report
+callback, so every evaluation the workers report reaches Tune's scheduler. Sweeps and scaling
+studies both run their trials through :func:`run_trial`.
+
+A trial's MLflow run is created through the tracking writer (never by the trial itself), tagged
+with the trial's key, so a trial that is re-run after a restore logs into the same run. The
+TorchTrainer is named after the trial id and stored under the sweep's directory: a re-run
+continues from the trial's own newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from raylm.config import RunConfig
+from raylm.config_load import apply_overrides
+from raylm.tune.space import apply_sample, sampled_values
+
+POINT_KEY = "point"  # a trial config entry {"overrides": {...}, "tags": {...}, "name": str} (a study's grid point)
+TRIAL_TAG = "raylm.trial_key"
+
+
+def trial_key(parent_run_id: str | None, trial_id: str) -> str:
+    return f"{parent_run_id}:{trial_id}"
+
+
+def trial_run_config(base: dict[str, Any], trial_config: dict[str, Any]) -> tuple[RunConfig, dict, dict]:
+    """The trial's run config, the values it was given (for params) and its extra tags."""
+    trial_config = dict(trial_config)
+    point = trial_config.pop(POINT_KEY, None) or {}
+    run = apply_sample(base, trial_config)
+    run = apply_overrides(run, list(point.get("overrides", {}).items()))
+    given = {**sampled_values(trial_config), **point.get("overrides", {})}
+    return RunConfig.from_dict(run, "trial config"), given, dict(point.get("tags", {}))
+
+
+def run_trial(trial_config: dict[str, Any], context: dict[str, Any]) -> None:
+    """The Tune function. ``context``: ``base`` (run dict), ``writer`` (tracking writer name),
+    ``parent_run_id``, ``storage_root`` (absolute), ``kind`` (tag ``raylm.kind`` of the trial's run)."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raylm.parallel.plan import make_plan
+    from raylm.tracking.writer import RemoteRun
+    from raylm.train.run import execute_run, prepare_data
+
+    tune_context = ray.tune.get_context()
+    trial_id, trial_name = tune_context.get_trial_id(), tune_context.get_trial_name()
+    cfg, given, tags = trial_run_config(context["base"], trial_config)
+    cfg = cfg.model_copy(update={"name": trial_name})
+    plan = make_plan(cfg)
+    dataset = prepare_data(cfg, plan)  # the driver built the shards: this finds and reuses them
+    tracker = RemoteRun.start(
+        context["writer"], cfg.tracking, tags.pop("run_name", trial_name), parent_run_id=context["parent_run_id"],
+        tags={"raylm.kind": context["kind"], "raylm.trial_id": trial_id, **{k: str(v) for k, v in tags.items()}},
+        reuse_tag=(TRIAL_TAG, trial_key(context["parent_run_id"], trial_id)),
+    ) if cfg.tracking.enabled else RemoteRun.disabled()
+    tracker.log_params({"trial.values": json.dumps(given, sort_keys=True)})
+    execute_run(cfg, plan, dataset, tracker, f"trial-{trial_id}", Path(context["storage_root"]),
+                callbacks=(TuneReportCallback(),))
