@@ -142,17 +142,29 @@ class ParallelConfig(Section):
 class OptimConfig(Section):
     """Optimizer and learning-rate schedule (the peak rate is ``train.lr``)."""
 
-    name: Literal["adamw", "adam", "sgd", "rmsprop", "adagrad", "lion"] = "adamw"
-    betas: tuple[float, float] = (0.9, 0.95)
+    name: Literal["sgd", "momentum", "nesterov", "adagrad", "adadelta", "rmsprop", "adam", "adamw", "nadam",
+                  "lion"] = Field("adamw", description="sgd: plain SGD; momentum: heavy-ball SGD; nesterov: SGD with "
+                                  "Nesterov momentum; the rest as named (raylm.train.optimizers).")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="Adam, AdamW, NAdam and Lion moment decays.")
     eps: float = Field(1e-8, gt=0)
-    weight_decay: float = Field(0.1, ge=0)
-    momentum: float = Field(0.9, ge=0, description="SGD and RMSprop momentum.")
-    nesterov: bool = False
+    weight_decay: float = Field(0.1, ge=0, description="On matrices only; decoupled for adamw, nadam and lion.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="Momentum of momentum, nesterov and rmsprop.")
+    rho: float = Field(0.9, gt=0, lt=1, description="Decay of the squared-gradient average: adadelta's rho, "
+                       "rmsprop's alpha (0.9 in Zeiler 2012 and Tieleman & Hinton 2012).")
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine floor as a fraction of lr (Chinchilla: 10x).")
     decay_fraction: float = Field(0.2, gt=0, le=1, description="WSD: final fraction of steps spent decaying.")
-    swa: bool = Field(False, description="Keep a stochastic weight average of the parameters.")
-    swa_start_fraction: float = Field(0.75, ge=0, lt=1)
+    swa: bool = Field(False, description="Evaluate and export a stochastic weight average of the parameters "
+                      "(Izmailov et al. 2018; raylm.train.swa).")
+    swa_start_fraction: float = Field(0.75, ge=0, lt=1, description="Average the weights after every optimizer "
+                                      "step from step ceil(fraction * train.max_steps) on (at least step 1).")
+
+    @model_validator(mode="after")
+    def _check_momentum(self) -> OptimConfig:
+        if self.name in ("momentum", "nesterov") and self.momentum <= 0:
+            raise ValueError(f"optim.name: {self.name} needs optim.momentum > 0 (got {self.momentum}); "
+                             "use optim.name: sgd for SGD without momentum")
+        return self
 
 
 class TrainConfig(Section):
@@ -214,8 +226,6 @@ class RunConfig(Section):
                 f"train.seq_len ({self.train.seq_len}) exceeds model.max_seq_len ({self.model.max_seq_len}); "
                 "raise model.max_seq_len or lower train.seq_len"
             )
-        if self.optim.nesterov and (self.optim.name != "sgd" or self.optim.momentum <= 0):
-            raise ValueError("optim.nesterov needs optim.name: sgd with optim.momentum > 0")
         faults = self.faults
         if (faults.kill_rank is None) != (faults.kill_at_step is None):
             raise ValueError("faults.kill_rank and faults.kill_at_step go together; set both or neither")

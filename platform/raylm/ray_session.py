@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 LOCALHOST = "127.0.0.1"
+DASHBOARD_PORT = 8265  # Ray's default
 
 
 def connect_ray(address: str | None = None) -> None:
@@ -25,8 +27,21 @@ def connect_ray(address: str | None = None) -> None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
-        ray.init(include_dashboard=True, dashboard_host=LOCALHOST, _node_ip_address=LOCALHOST,
-                 logging_level=logging.WARNING)
+        ray.init(include_dashboard=True, dashboard_host=LOCALHOST, dashboard_port=dashboard_port(),
+                 _node_ip_address=LOCALHOST, logging_level=logging.WARNING)
+
+
+def dashboard_port() -> int:
+    """Ray's default dashboard port when it is free, else any free port (Ray itself would refuse to
+    start when a second local instance, say a sweep next to a training run, finds 8265 taken)."""
+    for port in (DASHBOARD_PORT, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind((LOCALHOST, port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise OSError("no free port for the Ray dashboard")
 
 
 def cluster_totals() -> dict[str, float]:

@@ -62,7 +62,7 @@ def _config(n_experts: int, zero_stage: int, ep: int) -> RunConfig:
         "model": {"arch": "gpt", "vocab_size": VOCAB, "d_model": 32, "n_layers": 2, "n_heads": 4,
                   "max_seq_len": SEQ, "moe": {"n_experts": n_experts, "every": 1}},
         "parallel": {"num_workers": WORLD, "zero_stage": zero_stage, "ep": ep},
-        "optim": {"name": "sgd", "momentum": 0.9, "weight_decay": 0.01},
+        "optim": {"name": "momentum", "momentum": 0.9, "weight_decay": 0.01},
         "train": {"lr": 0.5, "warmup_steps": 0, "max_steps": STEPS, "micro_batch_size": MICRO,
                   "global_batch_size": 2 * MICRO * WORLD, "seq_len": SEQ, "grad_clip": 0.5, "seed": 3},
     })

@@ -40,7 +40,7 @@ BASE = {
 }
 CASES = {  # section overrides of BASE
     # SGD is not scale-invariant as Adam nearly is, so a wrong global gradient norm shows in the losses
-    "gpt_tied_sgd": {"model": {"arch": "gpt"}, "optim": {"name": "sgd", "momentum": 0.9}, "train": {"lr": 0.5}},
+    "gpt_tied_sgd": {"model": {"arch": "gpt"}, "optim": {"name": "momentum", "momentum": 0.9}, "train": {"lr": 0.5}},
     "gpt_untied_rope_checkpointed": {
         "model": {"arch": "gpt", "tie_embeddings": False, "norm": "rmsnorm", "activation": "swiglu", "bias": False,
                   "pos_encoding": "rope"},

@@ -15,11 +15,13 @@ def ray_local():
     """
     import ray
 
+    from raylm.ray_session import dashboard_port
+
     if ray.is_initialized():
         yield ray
         return
     ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=True, dashboard_host="127.0.0.1",
-             _node_ip_address="127.0.0.1", logging_level="ERROR",
+             dashboard_port=dashboard_port(),              _node_ip_address="127.0.0.1", logging_level="ERROR",
              object_store_memory=1024 * 1024 * 1024)
     yield ray
     ray.shutdown()

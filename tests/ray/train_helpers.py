@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -45,6 +46,18 @@ def logged_curve(result, metric: str = "train/loss") -> dict[int, float]:
 def reference_losses(cfg: RunConfig, dataset_dir: str, steps: int) -> list[float]:
     """Plain single-process PyTorch on the same global batches: every data-parallel rank's
     micro-batches, the gradient averaged over all of them, clipped, one optimizer step."""
+    return reference_training(cfg, dataset_dir, steps).losses
+
+
+@dataclass
+class Reference:
+    losses: list[float]                   # the training loss of each step
+    weights: list[dict[str, torch.Tensor]]  # the parameters after each step (copies)
+    model: torch.nn.Module                # the model after the last step
+
+
+def reference_training(cfg: RunConfig, dataset_dir: str, steps: int) -> Reference:
+    """:func:`reference_losses`, also keeping the weights after every step."""
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model)
     optimizer = build_optimizer(cfg, model)
@@ -54,7 +67,7 @@ def reference_losses(cfg: RunConfig, dataset_dir: str, steps: int) -> list[float
     accum = cfg.train.global_batch_size // (micro * dp)
     loaders = [TokenLoader(dataset_dir, "train", batch_size=micro, rank=r, world_size=dp, seed=cfg.data.seed)
                for r in range(dp)]
-    losses = []
+    losses, weights = [], []
     for _ in range(steps):
         optimizer.zero_grad()
         total = 0.0
@@ -69,4 +82,21 @@ def reference_losses(cfg: RunConfig, dataset_dir: str, steps: int) -> list[float
         optimizer.step()
         scheduler.step()
         losses.append(total / (accum * dp))
-    return losses
+        weights.append({k: p.detach().clone() for k, p in model.named_parameters()})
+    return Reference(losses, weights, model)
+
+
+@torch.no_grad()
+def reference_val_loss(cfg: RunConfig, dataset_dir: str, model: torch.nn.Module) -> float:
+    """The workers' validation loss of ``model`` (GPT): the first ``train.eval_batches`` validation
+    micro-batches of every data-parallel rank, in order, averaged."""
+    dp = cfg.parallel.num_workers // cfg.parallel.pp
+    model.eval()
+    losses = []
+    for rank in range(dp):
+        loader = TokenLoader(dataset_dir, "val", batch_size=cfg.train.micro_batch_size, rank=rank, world_size=dp,
+                             seed=cfg.data.seed, shuffle=False)
+        for _ in range(cfg.train.eval_batches):
+            batch = next(loader)
+            losses.append(model(batch.inputs, targets=batch.targets).lm_loss.item())
+    return sum(losses) / len(losses)

@@ -47,6 +47,27 @@ def test_impossible_plans_are_explained(sections, world, message):
         make_plan(config(**sections), world_size=world)
 
 
+@pytest.mark.parametrize("parallel,world,message", [
+    ({"zero_stage": 3}, 2, r"optim.swa averages the full parameters on every rank, but ZeRO stage 3 partitions them"
+                           r".*set parallel.zero_stage to 0, 1 or 2, or optim.swa=false"),
+    ({"pp": 2, "zero_stage": 1}, 2, r"with pp=2 each pipeline stage holds only its own layers; set parallel.pp=1"),
+])
+def test_swa_needs_full_parameters_on_every_rank(parallel, world, message):
+    with pytest.raises(PlanError, match=message):
+        make_plan(config(optim={"swa": True}, parallel=parallel), world_size=world)
+    make_plan(config(optim={"swa": False}, parallel=parallel), world_size=world)
+    make_plan(config(optim={"swa": True}, parallel={"zero_stage": 2}), world_size=world)
+
+
+def test_swa_with_expert_parallel_is_explained():
+    sections = {"optim": {"swa": True}, "parallel": {"ep": 2, "zero_stage": 2}, "model": {"moe": {"n_experts": 2}}}
+    with pytest.raises(PlanError, match=r"with ep=2 each rank holds only its own experts; set parallel.ep=1 or "
+                                        r"optim.swa=false") as err:
+        make_plan(config(**sections), world_size=2)
+    assert str(err.value).count("\n  - ") == 1  # the only problem
+    make_plan(config(**{**sections, "parallel": {"ep": 1}}), world_size=2)
+
+
 def test_all_problems_are_listed_at_once():
     with pytest.raises(PlanError) as err:
         make_plan(config(parallel={"pp": 2, "zero_stage": 3, "precision": "fp16"}), world_size=3)
@@ -80,7 +101,8 @@ def test_zero_memory_follows_the_paper():
     offloaded = zero_memory(psi, nd, 1, 2, "bf16", 2, offload_optimizer=True)
     assert offloaded.optimizer_bytes == 0 and offloaded.offloaded_bytes == pytest.approx(12 * psi / nd)
     assert zero_memory(100, 1, 1, 0, "fp32", 2).total_bytes == 100 * (4 + 4 + 8)
-    assert optimizer_moments("sgd", 0.0) == 0 and optimizer_moments("sgd", 0.9) == 1
+    assert optimizer_moments("sgd", 0.9) == 0 and optimizer_moments("momentum", 0.9) == 1
+    assert optimizer_moments("rmsprop", 0.0) == 1 and optimizer_moments("rmsprop", 0.9) == 2
 
 
 def test_deepspeed_config_matches_the_plan():

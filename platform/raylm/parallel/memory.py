@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-OPTIMIZER_MOMENTS = {"adamw": 2, "adam": 2, "lion": 1, "adagrad": 1}
+OPTIMIZER_MOMENTS = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "adadelta": 2, "adam": 2, "adamw": 2,
+                     "nadam": 2, "lion": 1}
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,10 @@ class MemoryEstimate:
 
 
 def optimizer_moments(name: str, momentum: float = 0.0) -> int:
+    """Per-parameter state tensors of ``optim.name`` (``raylm.train.optimizers``); rmsprop adds a
+    momentum buffer when ``momentum > 0``."""
     if name in OPTIMIZER_MOMENTS:
         return OPTIMIZER_MOMENTS[name]
-    if name == "sgd":
-        return 1 if momentum else 0
     if name == "rmsprop":
         return 1 + (1 if momentum else 0)
     raise ValueError(f"unknown optimizer {name!r}")

@@ -73,6 +73,7 @@ def plan_problems(cfg: RunConfig, world_size: int) -> list[str]:
         problems.append("pipeline parallelism with MoE layers is not supported; set parallel.pp=1 or "
                         "model.moe.n_experts=0")
     problems += _moe_problems(cfg, dp)
+    problems += _swa_problems(cfg)
     if par.offload_optimizer and par.zero_stage == 0:
         problems.append("parallel.offload_optimizer needs ZeRO stage 1, 2 or 3; set parallel.zero_stage")
     precision = resolve_precision(cfg)
@@ -102,6 +103,25 @@ def _moe_problems(cfg: RunConfig, dp: int) -> list[str]:
     if moe.n_experts and par.zero_stage == 3:
         problems.append("MoE layers cannot train under ZeRO stage 3 (DeepSpeed does not partition expert "
                         "parameters); set parallel.zero_stage to 0, 1 or 2")
+    return problems
+
+
+def _swa_problems(cfg: RunConfig) -> list[str]:
+    """SWA (raylm.train.swa) averages each rank's full copy of the parameters."""
+    par = cfg.parallel
+    if not cfg.optim.swa:
+        return []
+    why = "optim.swa averages the full parameters on every rank, but"
+    problems = []
+    if par.zero_stage == 3:
+        problems.append(f"{why} ZeRO stage 3 partitions them over the ranks; set parallel.zero_stage to 0, 1 or 2, "
+                        "or optim.swa=false")
+    if par.pp > 1:
+        problems.append(f"{why} with pp={par.pp} each pipeline stage holds only its own layers; set parallel.pp=1 "
+                        "or optim.swa=false")
+    if par.ep > 1:
+        problems.append(f"{why} with ep={par.ep} each rank holds only its own experts; set parallel.ep=1 or "
+                        "optim.swa=false")
     return problems
 
 

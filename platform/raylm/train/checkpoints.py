@@ -2,7 +2,8 @@
 
 Each rank writes into its own local directory: DeepSpeed's files for that rank (model
 states on rank 0 or every rank under ZeRO-3, and each rank's optimizer partition), plus
-``rank{r}.json`` (step, loader position) and ``rank{r}_rng.pt`` (torch RNG). Every rank
+``rank{r}.json`` (step, loader position), ``rank{r}_rng.pt`` (torch RNG) and, with
+``optim.swa``, ``rank{r}_swa.pt`` (the rank's weight average, :mod:`raylm.train.swa`). Every rank
 passes its directory to ``ray.train.report``, which merges them into one checkpoint in
 storage; a checkpoint passed by rank 0 alone would lose the other ranks' optimizer shards.
 Ray registers a checkpoint only after all of it is persisted, so a crash during a save
@@ -35,8 +36,9 @@ class RestoredState:
     path: str          # where the checkpoint was read from
 
 
-def save_and_report(engine, step: int, loader_state: dict, rank: int, metrics: dict) -> None:
-    """Write this rank's part and report it (a barrier across ranks)."""
+def save_and_report(engine, step: int, loader_state: dict, rank: int, metrics: dict, swa=None) -> None:
+    """Write this rank's part (with its :class:`~raylm.train.swa.WeightAverage`, if any) and report it
+    (a barrier across ranks)."""
     import ray.train
 
     local = Path(tempfile.mkdtemp(prefix=f"raylm-step{step}-rank{rank}-"))
@@ -45,6 +47,8 @@ def save_and_report(engine, step: int, loader_state: dict, rank: int, metrics: d
         save_local_experts(engine.module, local, rank)  # DeepSpeed keeps only rank 0's copy of our experts
         (local / f"rank{rank}.json").write_text(json.dumps({"step": step, "loader": loader_state}))
         torch.save({"torch": torch.get_rng_state()}, local / f"rank{rank}_rng.pt")
+        if swa is not None:
+            torch.save(swa.state_dict(), local / f"rank{rank}_swa.pt")
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(local)),
                          checkpoint_dir_name=checkpoint_dir_name(step))
     finally:
@@ -67,10 +71,11 @@ def latest_complete(storage_dir: str | Path, world_size: int) -> Path | None:
 
 
 def restore(engine, rank: int, world_size: int, storage_dir: str, resume_from: str | None = None,
-            ) -> RestoredState | None:
+            swa=None) -> RestoredState | None:
     """Load the checkpoint to continue from: the one Ray Train hands to a restarted attempt, else the
     newest complete one this run wrote (a worker that dies right after a report can beat Ray's
-    bookkeeping of it), else ``resume_from`` (an earlier run's), else none."""
+    bookkeeping of it), else ``resume_from`` (an earlier run's), else none. ``swa`` (a
+    :class:`~raylm.train.swa.WeightAverage`) continues from the rank's saved average."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
@@ -91,4 +96,17 @@ def restore(engine, rank: int, world_size: int, storage_dir: str, resume_from: s
         state = json.loads((Path(directory) / f"rank{rank}.json").read_text())
         rng = torch.load(Path(directory) / f"rank{rank}_rng.pt", weights_only=True)
         torch.set_rng_state(rng["torch"])
+        if swa is not None:
+            _restore_average(swa, Path(directory) / f"rank{rank}_swa.pt", state["step"])
     return RestoredState(step=state["step"], loader=state["loader"], path=checkpoint.path)
+
+
+def _restore_average(swa, path: Path, step: int) -> None:
+    """Load a saved weight average; a checkpoint without one is fine only before averaging starts."""
+    if path.exists():
+        swa.load_state_dict(torch.load(path, weights_only=True))
+    elif step >= swa.start_step:
+        raise RuntimeError(f"optim.swa is on but the checkpoint at step {step} holds no weight average ({path.name}; "
+                           f"it was saved without optim.swa) and averaging starts at step {swa.start_step}; resume "
+                           f"from a checkpoint before step {swa.start_step}, raise optim.swa_start_fraction, or set "
+                           f"optim.swa=false")

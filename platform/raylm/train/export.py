@@ -3,7 +3,9 @@
 Under ZeRO-3 the parameters are partitioned, so all ranks first gather them; under pipeline
 parallelism each stage holds its own layers, gathered by
 :func:`raylm.parallel.pipeline.pipeline_state_dict`. The model is written to a temporary
-directory and renamed into place: a crash leaves no half-written model.
+directory and renamed into place: a crash leaves no half-written model. With ``optim.swa`` the
+weight average (:mod:`raylm.train.swa`) is what is written: the plan allows it only where each
+rank holds every parameter (no ZeRO-3, pipeline or expert parallelism).
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from raylm.parallel.experts import full_state_dict
 from raylm.parallel.plan import ParallelPlan
 
 
-def export_final_model(engine, cfg: RunConfig, plan: ParallelPlan, rank: int, runtime: dict) -> None:
+def export_final_model(engine, cfg: RunConfig, plan: ParallelPlan, rank: int, runtime: dict,
+                       average=None) -> None:
+    """Write the trained model, or ``average`` (a :class:`~raylm.train.swa.WeightAverage`) when given."""
+    with average.swapped_in() if average is not None else contextlib.nullcontext():
+        _export(engine, cfg, plan, rank, runtime)
+
+
+def _export(engine, cfg: RunConfig, plan: ParallelPlan, rank: int, runtime: dict) -> None:
     if plan.pp > 1:
         from raylm.parallel.pipeline import pipeline_state_dict
 

@@ -151,8 +151,10 @@ def _fit(sweep: Sweep, directory: Path, writer: str, parent, parallel_trials: in
             trainable,
             param_space=tune_space(sweep.specs, cfg.search_alg.name),
             tune_config=ray.tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, num_samples=cfg.num_samples,
-                                            scheduler=_scheduler(cfg, base), search_alg=_search_alg(cfg),
-                                            max_concurrent_trials=parallel_trials),
+                                            scheduler=_scheduler(cfg, base),
+                                            search_alg=_search_alg(cfg, parallel_trials),
+                                            max_concurrent_trials=None if cfg.search_alg.name != "optuna"
+                                            else parallel_trials),
             run_config=ray.tune.RunConfig(
                 name="sweep", storage_path=str(tune_path), verbose=1,
                 failure_config=ray.tune.FailureConfig(max_failures=cfg.trials.max_failures),
@@ -176,7 +178,7 @@ def _scheduler(cfg: SweepConfig, base: RunConfig):
                          reduction_factor=cfg.scheduler.reduction_factor)
 
 
-def _search_alg(cfg: SweepConfig):
+def _search_alg(cfg: SweepConfig, parallel_trials: int):
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     if cfg.search_alg.name == "optuna":
@@ -185,7 +187,8 @@ def _search_alg(cfg: SweepConfig):
         except ImportError as exc:
             raise UserError("search_alg optuna needs the optuna package: pip install optuna") from exc
         return OptunaSearch(seed=cfg.search_alg.seed)
-    return BasicVariantGenerator(random_state=cfg.search_alg.seed)
+    # Tune ignores max_concurrent_trials for a generator passed in: the limit goes to the generator itself
+    return BasicVariantGenerator(random_state=cfg.search_alg.seed, max_concurrent=parallel_trials)
 
 
 def _rows(grid, sweep: Sweep, writer: str, parent) -> list[TrialRow]:

@@ -1,0 +1,58 @@
+"""A training run on a two-node Ray cluster (``ray.cluster_utils.Cluster``) on this machine.
+
+The head node has no CPUs, so the training workers are placed on the second node. That node
+starts with ``PYTHONPATH`` pointing at a package named ``mlflow`` that raises on import: a
+worker there that opened the tracking store would fail the run. The driver (this process, on
+the head node) logs through the tracking writer. Prints one JSON line with the result.
+
+    python two_node_training.py WORKDIR
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def main(workdir: Path) -> None:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from raylm.ray_session import dashboard_port
+
+    poison = workdir / "poison"
+    (poison / "mlflow").mkdir(parents=True, exist_ok=True)
+    (poison / "mlflow" / "__init__.py").write_text(
+        "raise ImportError('a process on the worker node imported mlflow: workers must not open the store')\n")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1",
+                                                            "include_dashboard": True,
+                                                            "dashboard_host": "127.0.0.1",
+                                                            "dashboard_port": dashboard_port()})
+    worker_node = cluster.add_node(num_cpus=2, node_ip_address="127.0.0.1", resources={"worker_node": 2},
+                                   env_vars={"PYTHONPATH": str(poison)})
+    ray.init(address=cluster.address, logging_level="ERROR")
+    from raylm.train.run import run_training
+    from tests.ray.train_helpers import tiny_config
+
+    cfg = tiny_config(workdir, train={"max_steps": 4, "log_every": 1, "eval_every": 2, "checkpoint_every": 4})
+    result = run_training(cfg)
+    probe = ray.remote(num_cpus=1)(_imports_mlflow).remote()
+    print(json.dumps({"run_id": result.mlflow_run_id, "tracking_uri": result.tracking_uri,
+                      "worker_node": worker_node.node_id, "poisoned": ray.get(probe)}), flush=True)
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def _imports_mlflow() -> str:
+    """Proof the poison works on the worker node: importing mlflow there fails."""
+    try:
+        import mlflow  # noqa: F401
+    except ImportError as exc:
+        return str(exc)
+    return "mlflow imported"
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+    main(Path(sys.argv[1]))
