@@ -27,8 +27,24 @@ def connect_ray(address: str | None = None) -> None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
-        ray.init(include_dashboard=True, dashboard_host=LOCALHOST, dashboard_port=dashboard_port(),
-                 _node_ip_address=LOCALHOST, logging_level=logging.WARNING)
+        start_local_ray(logging_level=logging.WARNING)
+
+
+def start_local_ray(**init_kwargs) -> None:
+    """A local Ray on 127.0.0.1 with its dashboard, whose State API its own processes can find.
+
+    Ray's State API client, used inside Ray Train's placement-group cleaner, resolves an unset
+    address by scanning the machine for Ray instances and takes the newest: with a second Ray
+    on the machine (another sweep, a test cluster) the cleaner asks the wrong cluster, fails, and
+    never frees a stopped trial's workers. ``RAY_API_SERVER_ADDRESS``, set before Ray starts, is
+    inherited by every Ray process and names this instance's dashboard.
+    """
+    import ray
+
+    port = dashboard_port()
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://{LOCALHOST}:{port}"
+    ray.init(include_dashboard=True, dashboard_host=LOCALHOST, dashboard_port=port, _node_ip_address=LOCALHOST,
+             **init_kwargs)
 
 
 def dashboard_port() -> int:

@@ -40,3 +40,5 @@ def test_demo_trains_logs_and_samples(repo_root, tmp_path):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "checkpoint_path.txt"} <= artifacts
     assert run.data.tags["raylm.checkpoint"].endswith("step_00000003")
+    # The local Ray runs its dashboard, so Ray Train's placement-group cleaner can see the controller
+    assert "Failed to query Ray Train Controller actor state" not in result.stdout + result.stderr

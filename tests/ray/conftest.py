@@ -14,14 +14,12 @@ def ray_local():
     Ray 2.60's token authentication is set up by ``ray.init`` itself for a local instance.
     """
     import ray
-
-    from raylm.ray_session import dashboard_port
+    from raylm.ray_session import start_local_ray
 
     if ray.is_initialized():
         yield ray
         return
-    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=True, dashboard_host="127.0.0.1",
-             dashboard_port=dashboard_port(),              _node_ip_address="127.0.0.1", logging_level="ERROR",
-             object_store_memory=1024 * 1024 * 1024)
+    start_local_ray(address="local", num_cpus=2, num_gpus=0, logging_level="ERROR",
+                    object_store_memory=1024 * 1024 * 1024)
     yield ray
     ray.shutdown()

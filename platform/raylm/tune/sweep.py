@@ -24,6 +24,7 @@ from raylm.tune.trial import TRIAL_TAG, trial_key, trial_run_config
 
 STATE_FILE = "sweep.json"
 TUNE_DIR = "tune"
+STATE_SAVE_SECONDS = 2
 TRIAL_DRIVER_MEMORY = 256 * 1024 * 1024  # a trial's own process reserves memory, not a CPU slot
 
 
@@ -128,7 +129,13 @@ def _parent_run(writer: str, sweep: Sweep, directory: Path, state: dict, log):
 
 
 def _fit(sweep: Sweep, directory: Path, writer: str, parent, parallel_trials: int, resume: bool):
+    import os
+
     import ray.tune
+
+    # Tune saves its experiment state at most every 10 s by default; a driver killed in between would
+    # forget trials that had finished. Saving is cheap next to a trial.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(STATE_SAVE_SECONDS))
 
     from raylm.tune.callbacks import TrialRunStatus
     from raylm.tune.space import tune_space

@@ -11,29 +11,33 @@ the head node) logs through the tracking writer. Prints one JSON line with the r
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 
 def main(workdir: Path) -> None:
-    import ray
     from ray.cluster_utils import Cluster
 
+    import ray
     from raylm.ray_session import dashboard_port
 
     poison = workdir / "poison"
     (poison / "mlflow").mkdir(parents=True, exist_ok=True)
     (poison / "mlflow" / "__init__.py").write_text(
         "raise ImportError('a process on the worker node imported mlflow: workers must not open the store')\n")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "node_ip_address": "127.0.0.1",
+    port = dashboard_port()
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"  # see raylm.ray_session.start_local_ray
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0,
                                                             "include_dashboard": True,
                                                             "dashboard_host": "127.0.0.1",
-                                                            "dashboard_port": dashboard_port()})
-    worker_node = cluster.add_node(num_cpus=2, node_ip_address="127.0.0.1", resources={"worker_node": 2},
+                                                            "dashboard_port": port})
+    worker_node = cluster.add_node(num_cpus=2, resources={"worker_node": 2},
                                    env_vars={"PYTHONPATH": str(poison)})
     ray.init(address=cluster.address, logging_level="ERROR")
-    from raylm.train.run import run_training
     from tests.ray.train_helpers import tiny_config
+
+    from raylm.train.run import run_training
 
     cfg = tiny_config(workdir, train={"max_steps": 4, "log_every": 1, "eval_every": 2, "checkpoint_every": 4})
     result = run_training(cfg)
