@@ -87,7 +87,8 @@ def test_asha_stops_the_weak_trial_and_its_run_ends_killed(tmp_path, ray_local):
 
 def test_a_trial_that_cannot_fit_the_cluster_is_refused_before_it_starts(tmp_path, ray_local):
     sweep = load_sweep(write_sweep(tmp_path, {"train.lr": {"grid": LRS}},
-                                   base={"parallel": {"num_workers": 3, "cpus_per_worker": 1}}))
+                                   base={"parallel": {"num_workers": 3, "cpus_per_worker": 1},
+                                         "train": {"global_batch_size": 12}}))
     with pytest.raises(UserError, match=r"one trial needs 3 CPUs .* the cluster has 2"):
         run_sweep(sweep, log=print)
     assert not list(Path(tmp_path / "sweeps").glob("*/tune"))
