@@ -82,6 +82,9 @@ def plot_optimal_allocation(
                 ax.fill_between(c, lo, hi, color="C0", alpha=0.2, lw=0)
     if approach2 is not None:
         _plot_approach2(ax_n, ax_d, approach2, c, c_data)
+    # Chinchilla's rule of thumb, D = 20 N (Hoffmann et al. 2022, Table 3), for reference
+    ax_n.plot(c, np.sqrt(c / (6 * 20)), color="grey", ls="-.", lw=1, label="20 tokens per parameter")
+    ax_d.plot(c, 20 * np.sqrt(c / (6 * 20)), color="grey", ls="-.", lw=1, label="20 tokens per parameter")
     for ax, name in ((ax_n, "N* (parameters)"), (ax_d, "D* (tokens)")):
         for target in budgets:
             ax.axvline(target, color="grey", ls=":", lw=1)

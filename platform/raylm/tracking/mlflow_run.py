@@ -129,6 +129,11 @@ class MlflowRun:
         history = self._call("read metric history", self.client.get_metric_history, self.run_id, metric)
         return max((m.step for m in history), default=-1) if history else -1
 
+    def metric_history(self, metric: str) -> list[tuple[int, float]]:
+        """``(step, value)`` of every logged point of ``metric``, by step."""
+        history = self._call("read metric history", self.client.get_metric_history, self.run_id, metric) or []
+        return sorted((m.step, m.value) for m in history)
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._call("log an artifact", self.client.log_artifact, self.run_id, str(path), artifact_path)
 

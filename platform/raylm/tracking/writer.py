@@ -22,7 +22,7 @@ from raylm.tracking.mlflow_run import MlflowRun
 NAMESPACE = "raylm"
 # Run methods the writer forwards; anything else is refused (the actor is not a general RPC).
 FORWARDED = frozenset({"log_params", "log_metrics", "log_text", "log_artifact", "set_tag", "set_tags", "end",
-                       "finish", "last_step", "status"})
+                       "finish", "last_step", "status", "metric_history"})
 
 
 class TrackingWriter:
@@ -182,6 +182,9 @@ class RemoteRun:
 
     def status(self) -> str | None:
         return self._ask("status")
+
+    def metric_history(self, metric: str) -> list[tuple[int, float]]:
+        return self._ask("metric_history", metric, default=[])
 
     def end(self, status: str = "FINISHED") -> None:
         self._ask("end", status)

@@ -23,6 +23,7 @@ from raylm.tune.space import apply_sample, sampled_values
 
 POINT_KEY = "point"  # a trial config entry {"overrides": {...}, "tags": {...}, "name": str} (a study's grid point)
 TRIAL_TAG = "raylm.trial_key"
+POINT_TAG = "raylm.point_key"
 
 
 def trial_key(parent_run_id: str | None, trial_id: str) -> str:
@@ -55,11 +56,15 @@ def run_trial(trial_config: dict[str, Any], context: dict[str, Any]) -> None:
     cfg = cfg.model_copy(update={"name": trial_name})
     plan = make_plan(cfg)
     dataset = prepare_data(cfg, plan)  # the driver built the shards: this finds and reuses them
+    run_name = tags.pop("run_name", trial_name)
+    # a study point is known by the hash of its config: a retried or re-run point reuses its run and checkpoints
+    key = tags.get(POINT_TAG)
+    reuse = (POINT_TAG, key) if key else (TRIAL_TAG, trial_key(context["parent_run_id"], trial_id))
     tracker = RemoteRun.start(
-        context["writer"], cfg.tracking, tags.pop("run_name", trial_name), parent_run_id=context["parent_run_id"],
+        context["writer"], cfg.tracking, run_name, parent_run_id=context["parent_run_id"],
         tags={"raylm.kind": context["kind"], "raylm.trial_id": trial_id, **{k: str(v) for k, v in tags.items()}},
-        reuse_tag=(TRIAL_TAG, trial_key(context["parent_run_id"], trial_id)),
+        reuse_tag=reuse,
     ) if cfg.tracking.enabled else RemoteRun.disabled()
     tracker.log_params({"trial.values": json.dumps(given, sort_keys=True)})
-    execute_run(cfg, plan, dataset, tracker, f"trial-{trial_id}", Path(context["storage_root"]),
-                callbacks=(TuneReportCallback(),))
+    execute_run(cfg, plan, dataset, tracker, f"point-{key}" if key else f"trial-{trial_id}",
+                Path(context["storage_root"]), callbacks=(TuneReportCallback(),))

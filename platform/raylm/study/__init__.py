@@ -1,0 +1,1 @@
+"""Scaling studies: study file -> IsoFLOP grid -> Tune trials -> fits -> prediction -> verification."""

@@ -1,0 +1,130 @@
+"""After the grid: every fit, the recommended prediction, the verification run(s), and the parent
+run's metrics, tables and plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from raylm.errors import UserError
+from raylm.scaling.data import ScalingData
+from raylm.study.config import Study
+from raylm.study.grid import StudyPoint, verification_point
+from raylm.study.run import PointResult, StudyOutcome, train_points
+
+
+def analyse(study: Study, results: list[PointResult], manifest_key: str, context, writer, parent,
+            parallel_trials: int, directory: Path, started: float, log) -> StudyOutcome:
+    ok = [r for r in results if r.loss is not None and math.isfinite(r.loss)]
+    failed = [r for r in results if r not in ok]
+    for r in failed:
+        log(f"warning: grid point {r.point.label} failed (status {r.status}); it is left out of the fits")
+    if len({r.point.grid.budget for r in ok}) < 2:
+        raise UserError(f"only {len(ok)} grid points finished ({len(failed)} failed); the fits need two or more "
+                        "budgets with 3 points each. Look at the failed runs in MLflow, then run the study again")
+    fit = fit_results(study, ok)
+    recommended = fit["recommended"]
+    log("fits done; recommended: " + "; ".join(
+        f"{r['approach']} at C={r['budget']:.3g}: N*={r['n_opt']:,.0f}, D*={r['d_opt']:,.0f}, loss {r['loss']:.4f} "
+        f"[{r['loss_interval'][0]:.4f}, {r['loss_interval'][1]:.4f}]" for r in recommended))
+    verify = _verify(study, recommended, manifest_key, context, writer, parent, parallel_trials, directory, log)
+    metrics = headline_metrics(fit, recommended, verify)
+    outcome = StudyOutcome(directory, results, fit, recommended, verify, metrics, parent.run_id,
+                           parent.experiment_id, parent.uri, time.time() - started)
+    _log_parent(outcome, parent, study)
+    return outcome
+
+
+def scaling_data(results: list[PointResult]) -> ScalingData:
+    return ScalingData.from_arrays([r.point.grid.params for r in results], [r.point.grid.tokens for r in results],
+                                   [r.loss for r in results], flops=[r.point.grid.flops for r in results],
+                                   source="study")
+
+
+def fit_results(study: Study, ok: list[PointResult]) -> dict:
+    """Every predictor on the finished points (``raylm.scaling.recommend``), as a JSON-safe dict."""
+    from raylm.scaling.curves import CurveData
+    from raylm.scaling.recommend import recommend
+
+    curves = CurveData.from_runs(
+        [(r.point.label, r.point.grid.params, [t for t, _ in r.curve], [v for _, v in r.curve]) for r in ok])
+    cfg = study.config.fit
+    result = recommend(scaling_data(ok), study.config.targets, curves=curves, level=cfg.level,
+                       bootstrap=cfg.bootstrap, seed=cfg.seed, budgets=study.config.budgets)
+    out = result.as_dict()
+    out["_result"] = result
+    return out
+
+
+def _verify(study, recommended, manifest_key, context, writer, parent, parallel_trials, directory, log):
+    if not study.config.verify.enabled:
+        return []
+    target = recommended[0]
+    points = [verification_point(study, target["budget"], target["n_opt"])]
+    ratio = study.config.verify.compare_tokens_per_param
+    if ratio:
+        points.append(verification_point(study, target["budget"], math.sqrt(target["budget"] / (6 * ratio)),
+                                         kind=f"compare{ratio:g}"))
+    for p in points:
+        log(f"verification: {p.label}: N={p.grid.params:,} D={p.grid.tokens:,} ({p.tokens_per_param():.1f} tokens "
+            f"per parameter), {p.grid.steps} steps")
+    return train_points(points, study, manifest_key, {**context, "kind": "study-verify"}, writer, parent,
+                        parallel_trials, directory, log)
+
+
+def headline_metrics(fit: dict, recommended: list[dict], verify: list[PointResult]) -> dict:
+    top = recommended[0]
+    metrics = {"predicted/loss": top["loss"], "predicted/n_opt": top["n_opt"], "predicted/d_opt": top["d_opt"],
+               "predicted/tokens_per_param": top["d_opt"] / top["n_opt"],
+               "predicted/loss_low": top["loss_interval"][0], "predicted/loss_high": top["loss_interval"][1]}
+    law = (fit.get("approach3") or {}).get("law") or {}
+    metrics.update({f"fit/{k}": v for k, v in law.items() if isinstance(v, (int, float))})
+    for name, value in (fit.get("exponents") or {}).items():
+        metrics[f"fit/{name}"] = value
+    if verify and verify[0].loss is not None:
+        measured = verify[0].loss
+        metrics.update({"verify/loss": measured, "verify/rel_error": (measured - top["loss"]) / measured,
+                        "verify/n": verify[0].point.grid.params, "verify/d": verify[0].point.grid.tokens,
+                        "verify/in_interval": float(top["loss_interval"][0] <= measured <= top["loss_interval"][1])})
+    for extra in verify[1:]:
+        if extra.loss is not None:
+            metrics[f"verify/{extra.point.kind}_loss"] = extra.loss
+    return {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
+
+
+def write_results_csv(outcome: StudyOutcome, path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["kind", "label", "budget", "params", "tokens", "tokens_per_param", "steps", "flops", "loss",
+                      "status", "reused", "run_id"])
+        for r in [*outcome.results, *outcome.verify]:
+            g = r.point.grid
+            out.writerow([r.point.kind, r.point.label, f"{g.budget:.6g}", g.params, g.tokens,
+                          f"{g.tokens / g.params:.4g}", g.steps, f"{g.flops:.6g}",
+                          "" if r.loss is None else f"{r.loss:.6f}", r.status, r.reused, r.run_id or ""])
+
+
+def _log_parent(outcome: StudyOutcome, parent, study: Study) -> None:
+    from raylm.study.plots import write_study_plots
+
+    directory = outcome.directory
+    write_results_csv(outcome, directory / "results.csv")
+    fit_json = {k: v for k, v in outcome.fit.items() if not k.startswith("_")}
+    fit_json["verification"] = {k: v for k, v in outcome.metrics.items() if k.startswith(("verify/", "predicted/"))}
+    (directory / "fit.json").write_text(json.dumps(fit_json, indent=2, default=float) + "\n")
+    plots = write_study_plots(directory / "plots", outcome, study)
+    parent.log_metrics(outcome.metrics, step=0)
+    parent.log_artifact(str(directory / "results.csv"))
+    parent.log_artifact(str(directory / "fit.json"))
+    for path in plots:
+        parent.log_artifact(str(path), "plots")
+    parent.finish("FINISHED")
+
+
+def verification_points(study: Study, recommended: list[dict]) -> list[StudyPoint]:
+    return [verification_point(study, recommended[0]["budget"], recommended[0]["n_opt"])]

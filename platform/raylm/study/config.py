@@ -1,0 +1,129 @@
+"""The study file: a base run, a model family, budgets, the grid's shape, targets and verification.
+
+::
+
+    name: stdlib-study
+    base: {...}                      # a run config (file or inline): data, optimizer, training defaults
+    family: {aspect_ratio: 16, head_dim: 16, max_layers: 8, base: {arch: gpt, vocab_size: 512}}
+    budgets: [1.0e11, 3.0e11, 1.0e12]   # FLOPs (6 N D), increasing
+    points_per_budget: 5
+    spread: 8                        # N spans spread-fold around the prior optimum
+    prior: {tokens_per_param: 20}    # or {law: {E: .., A: .., B: .., alpha: .., beta: ..}}
+    seq_len: 128
+    global_batch_size: 16
+    targets: [3.0e12]                # budgets to predict, above the grid
+    verify: {enabled: true, compare_tokens_per_param: null}
+
+Everything is checked when the file is loaded (:mod:`raylm.study.grid` checks the grid itself).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from pydantic import Field, ValidationError, model_validator
+
+from raylm.config import Section
+from raylm.config_load import apply_overrides, read_yaml, validate
+from raylm.errors import ConfigError
+from raylm.tune.sweep_config import TrialsConfig, absolute_paths
+
+
+class FamilyConfig(Section):
+    """How model shape follows size (:class:`raylm.scaling.isoflop.ModelFamily`)."""
+
+    aspect_ratio: float = Field(16.0, gt=0, description="d_model / n_layers the shapes aim for.")
+    head_dim: int = Field(16, ge=1)
+    max_layers: int = Field(12, ge=1)
+    aspect_tolerance: float = Field(2.0, ge=1)
+    base: dict[str, Any] = Field(default_factory=dict, description="Other model keys (arch, vocab_size, ...).")
+
+
+class PriorConfig(Section):
+    """Where each budget's grid is centred: a tokens-per-parameter ratio or a fitted law."""
+
+    tokens_per_param: Optional[float] = Field(20.0, gt=0, description="Chinchilla's 20 (Hoffmann et al. 2022).")
+    law: Optional[dict[str, float]] = Field(None, description="E, A, B, alpha, beta of L(N, D).")
+
+
+class VerifyConfig(Section):
+    enabled: bool = True
+    compare_tokens_per_param: Optional[float] = Field(
+        None, gt=0, description="Also train this allocation at the target (e.g. 20) for comparison.")
+
+
+class FitConfig(Section):
+    level: float = Field(0.9, gt=0, lt=1, description="Interval level of the predictions.")
+    bootstrap: int = Field(200, ge=0, description="Bootstrap refits for the intervals.")
+    seed: int = 0
+
+
+class StudyConfig(Section):
+    name: str = "study"
+    output_dir: str = Field("runs/studies", description="The study's directory is output_dir/name-<hash>.")
+    base: Union[str, dict[str, Any]] = Field(..., description="A run config file, or the run config inline.")
+    family: FamilyConfig = Field(default_factory=FamilyConfig)
+    budgets: list[float] = Field(..., min_length=1)
+    points_per_budget: int = Field(5, ge=1)
+    spread: float = Field(8.0, gt=1)
+    prior: PriorConfig = Field(default_factory=PriorConfig)
+    seq_len: int = Field(128, ge=1)
+    global_batch_size: int = Field(16, ge=1)
+    warmup_tokens_per_param: float = Field(1.0, ge=0, description="Warmup of N tokens (Porian et al. 2024).")
+    max_warmup_fraction: float = Field(0.25, ge=0, le=1)
+    min_steps: int = Field(50, ge=1, description="Every point trains at least this many optimizer steps.")
+    evals_per_point: int = Field(5, ge=1, description="Evaluations along each run (Approach 1 uses them all).")
+    targets: list[float] = Field(..., min_length=1)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    fit: FitConfig = Field(default_factory=FitConfig)
+    trials: TrialsConfig = Field(default_factory=lambda: TrialsConfig(max_failures=1))
+
+    @model_validator(mode="after")
+    def _check(self) -> StudyConfig:
+        if self.prior.law is not None:
+            missing = {"E", "A", "B", "alpha", "beta"} - set(self.prior.law)
+            if missing:
+                raise ValueError(f"prior.law needs E, A, B, alpha and beta; missing {sorted(missing)}")
+        return self
+
+
+class Study:
+    """A loaded study: its settings and the base run as a plain dict with absolute paths."""
+
+    def __init__(self, config: StudyConfig, base: dict[str, Any], source: str):
+        self.config, self.base, self.source = config, base, source
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.config.model_dump(mode="json"), "base": self.base}
+
+
+def load_study(path: str | Path, overrides: list[tuple[str, str]] = ()) -> Study:
+    """Read and check a study file; ``overrides`` (``--train.lr 1e-3``) apply to the base run."""
+    path = Path(path)
+    data = read_yaml(path)
+    try:
+        config = StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(e) for e in exc.errors()]
+        raise ConfigError(f"{path}: invalid study file:\n  " + "\n  ".join(problems)) from None
+    base_source = str(path)
+    if isinstance(config.base, str):
+        base_path = Path(config.base) if Path(config.base).is_absolute() else path.parent / config.base
+        base_source, base = str(base_path), read_yaml(base_path)
+    else:
+        base = dict(config.base)
+    base = apply_overrides(base, overrides)
+    validate(base, f"{base_source} (the study's base run)", {k for k, _ in overrides})
+    return Study(config, absolute_paths(base), str(path))
+
+
+def _describe(err) -> str:
+    where = ".".join(map(str, err["loc"])) or "study"
+    if err["type"] == "extra_forbidden":
+        import difflib
+
+        valid = list(StudyConfig.model_fields) if len(err["loc"]) == 1 else []
+        close = difflib.get_close_matches(str(err["loc"][-1]), valid, n=1)
+        return f"unknown key '{where}'" + (f"; did you mean '{close[0]}'?" if close else "")
+    return f"{where}: {err['msg'].removeprefix('Value error, ')}"

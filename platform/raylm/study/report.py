@@ -1,0 +1,51 @@
+"""What the CLI prints at the end of a study."""
+
+from __future__ import annotations
+
+
+def outcome_summary(outcome) -> str:
+    from raylm.tracking.links import run_link, runs_link
+
+    lines = [f"study finished in {outcome.elapsed_s / 60:.1f} min: {len(outcome.results)} grid runs "
+             f"({sum(r.reused for r in outcome.results)} reused), results in {outcome.directory}", "",
+             "grid (final validation loss on the fixed held-out set):"]
+    for r in sorted(outcome.results, key=lambda r: (r.point.grid.budget, r.point.grid.params)):
+        g = r.point.grid
+        loss = f"{r.loss:.4f}" if r.loss is not None else r.status
+        lines.append(f"  C={g.budget:.2g}  N={g.params:>9,}  D={g.tokens:>11,}  D/N={g.tokens / g.params:7.1f}  "
+                     f"loss {loss}")
+    lines += ["", "predictions at the target budget(s), best backtest first:"]
+    for name, row in _predictor_rows(outcome.fit):
+        lines.append(f"  {name:<10} {row}")
+    top = outcome.recommended[0]
+    lines += ["", f"recommended ({top['approach']}): at C={top['budget']:.3g} train N*={top['n_opt']:,.0f} on "
+              f"D*={top['d_opt']:,.0f} tokens ({top['d_opt'] / top['n_opt']:.1f} per parameter); predicted loss "
+              f"{top['loss']:.4f}, {100 * top['level']:.0f}% interval [{top['loss_interval'][0]:.4f}, "
+              f"{top['loss_interval'][1]:.4f}]"]
+    m = outcome.metrics
+    if "verify/loss" in m:
+        lines.append(f"verification: N={m['verify/n']:,.0f} D={m['verify/d']:,.0f}: measured {m['verify/loss']:.4f}, "
+                     f"error (measured - predicted) / measured = {100 * m['verify/rel_error']:+.2f}%"
+                     f"{'' if m.get('verify/in_interval') else ' (outside the interval)'}")
+    for key, value in m.items():
+        if key.startswith("verify/compare"):
+            lines.append(f"  comparison run ({key.split('/')[1].removesuffix('_loss')} tokens/param): {value:.4f}")
+    if outcome.parent_run_id and outcome.experiment_id:
+        lines += ["", f"MLflow parent run: {run_link(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)}",
+                  f"its runs: {runs_link(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)}"]
+        if outcome.tracking_uri.startswith("sqlite:///"):
+            lines.append("(serve the UI first: make ui)")
+    return "\n".join(lines)
+
+
+def _predictor_rows(fit: dict):
+    for entry in fit.get("predictors", []):
+        if entry.get("available") is False:
+            yield entry.get("name", "?"), f"unavailable: {entry.get('reason', '')}"
+            continue
+        for p in entry.get("predictions", []):
+            backtest = entry.get("backtest_rel_error")
+            bt = f"backtest error {100 * backtest:+.2f}%" if backtest is not None else "no backtest"
+            yield entry.get("name", "?"), (f"C={p['budget']:.3g}: N*={p['n_opt']:,.0f} D*={p['d_opt']:,.0f} "
+                                           f"loss {p['loss']:.4f} [{p['loss_interval'][0]:.4f}, "
+                                           f"{p['loss_interval'][1]:.4f}]  ({bt})")

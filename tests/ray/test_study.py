@@ -1,0 +1,67 @@
+"""A tiny scaling study end to end on the local Ray: grid trials, every fit, the recommended
+prediction, the verification run, the MLflow parent; then the same study again trains nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from raylm.study.config import load_study
+from raylm.study.run import run_study
+from tests.ray.study_helpers import write_study
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory, ray_local):
+    tmp = tmp_path_factory.mktemp("study")
+    study = load_study(write_study(tmp))
+    return tmp, study, run_study(study, log=print)
+
+
+def test_grid_fits_prediction_and_verification(study_run):
+    from mlflow.tracking import MlflowClient
+
+    tmp, study, outcome = study_run
+    assert len(outcome.results) == 9 and all(r.status == "FINISHED" and r.loss for r in outcome.results)
+    assert len(outcome.verify) == 1 and outcome.verify[0].loss is not None
+    top = outcome.recommended[0]
+    assert top["budget"] == 2.4e9 and top["loss_interval"][0] <= top["loss"] <= top["loss_interval"][1]
+    m = outcome.metrics
+    assert m["verify/rel_error"] == pytest.approx((m["verify/loss"] - m["predicted/loss"]) / m["verify/loss"])
+    client = MlflowClient(outcome.tracking_uri)
+    parent = client.get_run(outcome.parent_run_id)
+    assert parent.data.tags["raylm.kind"] == "study" and parent.info.status == "FINISHED"
+    for key in ("predicted/loss", "predicted/n_opt", "predicted/d_opt", "verify/loss", "verify/rel_error"):
+        assert key in parent.data.metrics
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{outcome.parent_run_id}'")
+    kinds = sorted(c.data.tags["raylm.kind"] for c in children)
+    assert kinds == ["study-point"] * 9 + ["study-verify"]
+    point = next(c for c in children if c.data.tags["raylm.kind"] == "study-point")
+    for tag in ("raylm.budget", "raylm.params", "raylm.tokens", "raylm.tokens_per_param"):
+        assert tag in point.data.tags
+    steps = int(point.data.params["train.max_steps"])
+    val_steps = [h.step for h in client.get_metric_history(point.info.run_id, "val/loss")]
+    assert val_steps[-1] == steps and len(val_steps) >= 3  # evaluations along the run, the last at its end
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"results.csv", "fit.json", "plots"} <= artifacts
+    plots = {a.path.split("/")[-1] for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"isoflops.png", "optimal_allocation.png", "frontier.png", "approach1_envelope.png"} <= plots
+    fit = json.loads((outcome.directory / "fit.json").read_text())
+    assert fit["recommended"][0]["approach"] == top["approach"]
+
+
+def test_running_the_study_again_trains_nothing_and_duplicates_no_run(study_run):
+    from mlflow.tracking import MlflowClient
+
+    tmp, study, first = study_run
+    again = run_study(load_study(write_study(tmp)), log=print)
+    assert all(r.reused for r in again.results + again.verify)
+    assert again.parent_run_id == first.parent_run_id
+    client = MlflowClient(first.tracking_uri)
+    experiment = client.get_experiment_by_name("studies")
+    assert len(client.search_runs([experiment.experiment_id])) == 1 + 9 + 1
+    assert again.metrics["predicted/loss"] == pytest.approx(first.metrics["predicted/loss"])
