@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from tests.conftest import run_cli
+from tests.ray.study_helpers import write_study
 
 from raylm.errors import UserError
 from raylm.study.config import load_study
 from raylm.study.grid import build_grid, point_key, verification_point
 from raylm.study.run import check_corpus
-from tests.conftest import run_cli
-from tests.ray.study_helpers import write_study
 
 
 def edit(tmp_path, **changes):
@@ -31,8 +31,9 @@ def test_grid_has_every_budget_with_its_own_schedule(tmp_path):
         assert o["train.eval_every"] == max(1, p.grid.steps // 3) and 0 <= o["train.warmup_steps"] < p.grid.steps
         assert o["model.d_model"] == p.grid.model["d_model"]
         assert abs(p.grid.flops / p.grid.budget - 1) < 0.1
-    warmups = {p.grid.params: p.grid.warmup for p in grid if p.grid.budget == 8e8}
-    assert len(set(p.grid.params for p in grid)) >= 4
+    warmups = sorted((p.grid.params, p.grid.warmup / p.grid.steps) for p in grid if p.grid.budget == 8e8)
+    assert [w for _, w in warmups] == sorted(w for _, w in warmups)  # warmup grows with size
+    assert len({p.grid.params for p in grid}) >= 4
 
 
 def test_point_keys_depend_on_config_and_data_only(tmp_path):

@@ -51,11 +51,14 @@ def fit_results(study: Study, ok: list[PointResult]) -> dict:
     from raylm.scaling.curves import CurveData
     from raylm.scaling.recommend import recommend
 
-    curves = CurveData.from_runs(
-        [(r.point.label, r.point.grid.params, [t for t, _ in r.curve], [v for _, v in r.curve]) for r in ok])
+    records = [{"run": r.point.label, "params": r.point.grid.params, "tokens": t, "loss": v}
+               for r in ok for t, v in r.curve if t > 0]
+    curves = CurveData.from_records(records, source="the grid's validation curves") if records else None
     cfg = study.config.fit
     result = recommend(scaling_data(ok), study.config.targets, curves=curves, level=cfg.level,
-                       bootstrap=cfg.bootstrap, seed=cfg.seed, budgets=study.config.budgets)
+                       bootstrap=cfg.bootstrap, seed=cfg.seed, isoflop_budgets=study.config.budgets)
+    if not result.recommended:
+        raise UserError(f"no predictor could be fitted to the grid: {result.unavailable}")
     out = result.as_dict()
     out["_result"] = result
     return out
@@ -82,15 +85,21 @@ def headline_metrics(fit: dict, recommended: list[dict], verify: list[PointResul
     metrics = {"predicted/loss": top["loss"], "predicted/n_opt": top["n_opt"], "predicted/d_opt": top["d_opt"],
                "predicted/tokens_per_param": top["d_opt"] / top["n_opt"],
                "predicted/loss_low": top["loss_interval"][0], "predicted/loss_high": top["loss_interval"][1]}
-    law = (fit.get("approach3") or {}).get("law") or {}
-    metrics.update({f"fit/{k}": v for k, v in law.items() if isinstance(v, (int, float))})
-    for name, value in (fit.get("exponents") or {}).items():
-        metrics[f"fit/{name}"] = value
+    fits = fit.get("fits") or {}
+    law = fits.get("approach3") or {}
+    metrics.update({f"fit/{k}": law[k] for k in ("E", "A", "B", "alpha", "beta", "a", "b") if law.get(k) is not None})
+    approach2 = fits.get("approach2") or {}
+    metrics.update({f"fit/approach2_{k}": approach2[k] for k in ("a", "b") if approach2.get(k) is not None})
+    frontier = fits.get("frontier") or {}
+    metrics.update({f"fit/frontier_{k}": frontier[k] for k in ("E", "C0", "gamma") if frontier.get(k) is not None})
+    for name, error in ((fit.get("backtest") or {}).get("rel_error") or {}).items():
+        if error is not None:
+            metrics[f"backtest/{name}_rel_error"] = error
     if verify and verify[0].loss is not None:
         measured = verify[0].loss
         metrics.update({"verify/loss": measured, "verify/rel_error": (measured - top["loss"]) / measured,
                         "verify/n": verify[0].point.grid.params, "verify/d": verify[0].point.grid.tokens,
-                        "verify/in_interval": float(top["loss_interval"][0] <= measured <= top["loss_interval"][1])})
+                        "verify/in_run_interval": float(top["run_interval"][0] <= measured <= top["run_interval"][1])})
     for extra in verify[1:]:
         if extra.loss is not None:
             metrics[f"verify/{extra.point.kind}_loss"] = extra.loss

@@ -15,30 +15,30 @@ def write_study_plots(out_dir: Path, outcome, study) -> list[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     ok = [r for r in outcome.results if r.loss is not None]
-    result = outcome.fit.get("_result")
-    paths = write_plots(out_dir, scaling_data(ok), approach2=getattr(result, "approach2", None),
-                        approach3=getattr(result, "approach3", None), budgets=study.config.targets)
-    paths.append(plot_frontier(out_dir / "frontier.png", outcome, result))
+    point = getattr(outcome.fit.get("_result"), "point", None)
+    paths = write_plots(out_dir, scaling_data(ok), approach2=getattr(point, "approach2", None),
+                        approach3=getattr(point, "approach3", None), budgets=study.config.targets)
+    paths.append(plot_frontier(out_dir / "frontier.png", outcome, getattr(point, "frontier", None)))
     paths.append(plot_envelope(out_dir / "approach1_envelope.png", ok))
     return paths
 
 
-def plot_frontier(path: Path, outcome, result) -> Path:
+def plot_frontier(path: Path, outcome, frontier) -> Path:
     """Best loss per budget, the fitted frontier L*(C), the prediction with its interval, the verification."""
     fig, ax = _figure(7, 4.5)
     by_budget: dict[float, list] = {}
     for r in outcome.results:
         if r.loss is not None:
             by_budget.setdefault(r.point.grid.budget, []).append(r)
-    for budget, group in sorted(by_budget.items()):
+    for _, group in sorted(by_budget.items()):
         ax.scatter([r.point.grid.flops for r in group], [r.loss for r in group], color="C0", s=14, alpha=0.5)
     minima = [(b, min(r.loss for r in g)) for b, g in sorted(by_budget.items())]
     ax.scatter(*zip(*minima, strict=True), color="C0", s=40, label="best run per budget")
     top = outcome.recommended[0]
     c = np.geomspace(min(by_budget) / 1.5, top["budget"] * 1.5, 100)
-    curve = getattr(result, "frontier_curve", None)
-    if callable(curve):
-        ax.plot(c, curve(c), color="C1", label="fitted frontier L*(C) = E + (C0/C)^gamma")
+    if frontier is not None:
+        ax.plot(c, frontier.E + (frontier.C0 / c) ** frontier.gamma, color="C1",
+                label=f"frontier L*(C) = {frontier.E:.3f} + ({frontier.C0:.3g}/C)^{frontier.gamma:.3f}")
     low, high = top["loss_interval"]
     ax.errorbar([top["budget"]], [top["loss"]], yerr=[[top["loss"] - low], [high - top["loss"]]], fmt="*",
                 color="red", ms=12, capsize=4,

@@ -18,7 +18,8 @@ def outcome_summary(outcome) -> str:
     for name, row in _predictor_rows(outcome.fit):
         lines.append(f"  {name:<10} {row}")
     top = outcome.recommended[0]
-    lines += ["", f"recommended ({top['approach']}): at C={top['budget']:.3g} train N*={top['n_opt']:,.0f} on "
+    lines += ["", f"backtest: {outcome.fit.get('reason', '')}"]
+    lines += [f"recommended ({top['approach']}): at C={top['budget']:.3g} train N*={top['n_opt']:,.0f} on "
               f"D*={top['d_opt']:,.0f} tokens ({top['d_opt'] / top['n_opt']:.1f} per parameter); predicted loss "
               f"{top['loss']:.4f}, {100 * top['level']:.0f}% interval [{top['loss_interval'][0]:.4f}, "
               f"{top['loss_interval'][1]:.4f}]"]
@@ -26,12 +27,14 @@ def outcome_summary(outcome) -> str:
     if "verify/loss" in m:
         lines.append(f"verification: N={m['verify/n']:,.0f} D={m['verify/d']:,.0f}: measured {m['verify/loss']:.4f}, "
                      f"error (measured - predicted) / measured = {100 * m['verify/rel_error']:+.2f}%"
-                     f"{'' if m.get('verify/in_interval') else ' (outside the interval)'}")
+                     f"; {'inside' if m.get('verify/in_run_interval') else 'outside'} the interval for one run "
+                     f"[{top['run_interval'][0]:.4f}, {top['run_interval'][1]:.4f}]")
     for key, value in m.items():
         if key.startswith("verify/compare"):
             lines.append(f"  comparison run ({key.split('/')[1].removesuffix('_loss')} tokens/param): {value:.4f}")
     if outcome.parent_run_id and outcome.experiment_id:
-        lines += ["", f"MLflow parent run: {run_link(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)}",
+        parent_link = run_link(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)
+        lines += ["", f"MLflow parent run: {parent_link}",
                   f"its runs: {runs_link(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)}"]
         if outcome.tracking_uri.startswith("sqlite:///"):
             lines.append("(serve the UI first: make ui)")
@@ -39,13 +42,14 @@ def outcome_summary(outcome) -> str:
 
 
 def _predictor_rows(fit: dict):
-    for entry in fit.get("predictors", []):
-        if entry.get("available") is False:
-            yield entry.get("name", "?"), f"unavailable: {entry.get('reason', '')}"
-            continue
-        for p in entry.get("predictions", []):
-            backtest = entry.get("backtest_rel_error")
-            bt = f"backtest error {100 * backtest:+.2f}%" if backtest is not None else "no backtest"
-            yield entry.get("name", "?"), (f"C={p['budget']:.3g}: N*={p['n_opt']:,.0f} D*={p['d_opt']:,.0f} "
-                                           f"loss {p['loss']:.4f} [{p['loss_interval'][0]:.4f}, "
-                                           f"{p['loss_interval'][1]:.4f}]  ({bt})")
+    errors = (fit.get("backtest") or {}).get("rel_error") or {}
+    ranking = (fit.get("backtest") or {}).get("ranking") or []
+    names = ranking + [n for n in fit.get("predictions", {}) if n not in ranking]
+    for name in names:
+        for p in fit.get("predictions", {}).get(name, []):
+            error = errors.get(name)
+            backtest = f"backtest error {100 * error:+.2f}%" if error is not None else "no backtest"
+            yield name, (f"C={p['budget']:.3g}: N*={p['n_opt']:,.0f} D*={p['d_opt']:,.0f} loss {p['loss']:.4f} "
+                         f"[{p['loss_interval'][0]:.4f}, {p['loss_interval'][1]:.4f}]  ({backtest})")
+    for name, reason in (fit.get("unavailable") or {}).items():
+        yield name, f"unavailable: {reason}"
