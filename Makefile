@@ -1,4 +1,4 @@
-# raylm: `make demo` runs the main job, `make test` runs the tests.
+# raylm: `make demo` runs the main job (a scaling study), `make test` runs the tests.
 # Every target creates or reuses .venv through `make install`.
 
 PYTHON ?= python3

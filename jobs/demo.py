@@ -1,56 +1,49 @@
-"""`make demo`: the main job on the embedded default.
+"""`make demo`: the scaling study the platform exists for, on the embedded default.
 
-Tokenizes the Python standard library's own sources (or reuses the shards), trains a small
-GPT with 2 CPU workers under ZeRO-2 on a local Ray, logs to MLflow in ./mlflow.db, then
-prints the validation loss, where the checkpoint and model are, how to open the MLflow UI,
-and a sample from the trained model.
+For three compute budgets on the Python standard library's own sources, train an IsoFLOP grid
+of small GPTs (3 budgets x 5 sizes, Ray Tune trials on a local Ray), fit Chinchilla's laws every
+way, predict the compute-optimal model size, token count and loss for a budget 3x the largest,
+verify the prediction with a real run, and log it all to MLflow in ./mlflow.db.
+
+    python jobs/demo.py [--config STUDY.yaml] [--section.key VALUE ...]
+
+The plain training demo is ``raylm train --config jobs/configs/gpt_tiny.yaml``.
 """
 
 import sys
 import time
 from pathlib import Path
 
-from raylm.config_load import load_config, parse_override_args
 from raylm.errors import UserError
 
-CONFIG = Path(__file__).resolve().parent / "configs" / "gpt_tiny.yaml"
+STUDY = Path(__file__).resolve().parent / "configs" / "study_demo.yaml"
 
 
 def main(argv: list[str]) -> int:
-    from raylm.commands.train import summary
-    from raylm.train.run import run_training
+    from raylm.config_load import parse_override_args
+    from raylm.study.config import load_study
+    from raylm.study.grid import build_grid, format_grid
+    from raylm.study.report import outcome_summary
+    from raylm.study.run import run_study
 
     started = time.time()
-    cfg = load_config(CONFIG, parse_override_args(argv))
-    print(f"raylm demo: {cfg.model.arch} d_model={cfg.model.d_model} n_layers={cfg.model.n_layers}, "
-          f"{cfg.parallel.num_workers} CPU workers, ZeRO-{cfg.parallel.zero_stage}, {cfg.train.max_steps} steps "
-          f"on corpus '{cfg.data.corpus}'", flush=True)
+    path = STUDY
+    if argv[:1] == ["--config"]:
+        path, argv = Path(argv[1]), argv[2:]
     try:
-        result = run_training(cfg)
+        study = load_study(path, parse_override_args(argv))
+        grid = build_grid(study)
+        cfg = study.config
+        print(f"raylm demo: a scaling study on corpus '{study.base['data']['corpus']}': budgets "
+              f"{', '.join(f'{b:.2g}' for b in cfg.budgets)} FLOPs x {cfg.points_per_budget} sizes, prediction "
+              f"for {', '.join(f'{t:.2g}' for t in cfg.targets)}\n\n{format_grid(grid)}\n", flush=True)
+        outcome = run_study(study)
     except UserError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 2
-    print(summary(result))
-    _sample(result.model_dir)
+    print(outcome_summary(outcome))
     print(f"demo finished in {time.time() - started:.0f} s")
     return 0
-
-
-def _sample(model_dir) -> None:
-    from tokenizers import Tokenizer
-
-    from raylm.model.checkpoint import load_model
-    from raylm.model.generate import generate
-
-    model, model_cfg = load_model(model_dir)
-    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    prompt = "def __init__(self"
-    ids = tokenizer.encode(prompt).ids
-    import torch
-
-    length = min(40, model_cfg.max_seq_len - len(ids))  # positions the model knows
-    new = generate(model, torch.tensor([ids]), max_new_tokens=length, temperature=0.8, top_k=40, seed=0)
-    print(f"\nsample (temperature 0.8):\n{prompt}{tokenizer.decode(new[0].tolist())}")
 
 
 if __name__ == "__main__":

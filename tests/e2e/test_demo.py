@@ -1,6 +1,6 @@
-"""The demo job end to end, shrunk: tokenize, train on 2 Ray workers under ZeRO-2, MLflow, sample.
+"""The training demo end to end, shrunk: tokenize, train on 2 Ray workers under ZeRO-2, MLflow, sample.
 
-Runs ``jobs/demo.py`` as ``make demo`` does, in a scratch working directory (so its
+Runs ``jobs/train_demo.py``, in a scratch working directory (so its
 ``runs/`` and ``mlflow.db`` land there), with overrides that make it take seconds.
 """
 
@@ -21,7 +21,7 @@ SMALL = ["--train.max_steps", "3", "--train.eval_every", "3", "--train.checkpoin
 
 def test_demo_trains_logs_and_samples(repo_root, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    result = subprocess.run([sys.executable, str(repo_root / "jobs" / "demo.py"), *SMALL,
+    result = subprocess.run([sys.executable, str(repo_root / "jobs" / "train_demo.py"), *SMALL,
                              "--data.shards_dir", str(tmp_path / "tokens")],
                             cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

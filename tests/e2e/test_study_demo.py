@@ -1,0 +1,35 @@
+"""`make demo` end to end, shrunk: jobs/demo.py runs a tiny study (3 budgets x 3 sizes), prints the
+grid, every fit, the recommended prediction and the verification, and leaves it all in MLflow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.ray.study_helpers import write_study
+
+pytestmark = [pytest.mark.slow]
+
+
+def test_demo_runs_a_study(repo_root, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    path = write_study(tmp_path, verify={"enabled": True, "compare_tokens_per_param": 1.0})
+    done = subprocess.run([sys.executable, str(repo_root / "jobs" / "demo.py"), "--config", str(path)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=1200, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    for expected in ("raylm demo: a scaling study", "budget", "predictions at the target budget",
+                     "backtest:", "recommended (", "verification: N=", "comparison run", "MLflow parent run:",
+                     "workflowType=machine_learning", "demo finished in"):
+        assert expected in out, out
+    assert "Failed to query Ray Train Controller actor state" not in out + done.stderr
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("studies")
+    runs = client.search_runs([experiment.experiment_id])
+    kinds = sorted(r.data.tags["raylm.kind"] for r in runs)
+    assert kinds == ["study"] + ["study-point"] * 9 + ["study-verify"] * 2
