@@ -102,7 +102,7 @@ def _eval_every(steps: int, evals: int) -> int:
 
 
 def label(point: GridPoint) -> str:
-    return f"C{point.budget:.0e}-N{_short(point.params)}"
+    return f"C{point.budget:.2g}-N{_short(point.params)}"
 
 
 def _short(n: float) -> str:
