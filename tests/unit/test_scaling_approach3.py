@@ -82,7 +82,10 @@ def test_batched_engine_reaches_the_scipy_reference_objective(noisy):
     batched = fit_approach3(noisy, starts=starts)
     reference = fit_approach3(noisy, starts=starts, engine="scipy")
     assert batched.objective <= reference.objective * (1 + 1e-7)
-    np.testing.assert_allclose(batched.theta, reference.theta, rtol=2e-3, atol=2e-3)
+    # With only 9 starts scipy's per-start loop can stop in a worse local optimum (it does here with scipy 1.17.1
+    # on this data); where both reach the same objective they must have found the same parameters.
+    if reference.objective <= batched.objective * (1 + 1e-6):
+        np.testing.assert_allclose(batched.theta, reference.theta, rtol=2e-3, atol=2e-3)
 
 
 def test_lbfgs_from_start_is_plain_scipy_with_the_analytic_gradient(noisy):
