@@ -88,3 +88,28 @@ def test_shipped_example_is_what_its_script_makes(tmp_path):
     fresh, shipped = read_csv(module.main(tmp_path / "x.csv")), read_csv(EXAMPLE)
     for column in ("params", "tokens", "loss", "flops"):
         np.testing.assert_allclose(getattr(fresh, column), getattr(shipped, column), rtol=1e-12)
+
+
+def test_fit_command_prints_the_recommended_prediction(capsys):
+    code = main(["fit", "--csv", str(EXAMPLE), "--starts", "coarse", "--simulations", "60", "--level", "0.9",
+                 "--budget", "1e22,3e22"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    recommended = result["recommended"]
+    assert [r["budget"] for r in recommended] == [1e22, 3e22]
+    for r in recommended:
+        assert {"approach", "budget", "n_opt", "d_opt", "loss", "loss_interval", "level"} <= set(r)
+        assert r["approach"] == result["recommendation"]["approach"] and r["level"] == 0.9
+        low, high = r["loss_interval"]
+        assert low < r["loss"] < high
+        assert r["loss"] == pytest.approx(float(BESIROGLU_2024.optimal_loss(r["budget"])), rel=0.02)
+        assert 6 * r["n_opt"] * r["d_opt"] == pytest.approx(r["budget"])
+    backtest = result["backtest"]
+    assert backtest["held_out_budget"] == pytest.approx(3e21) and backtest["actual_source"] == "parabola minimum"
+    assert recommended[0]["approach"] == backtest["ranking"][0]
+
+
+def test_fit_command_without_budgets_recommends_nothing(small_csv, capsys):
+    assert main(["fit", "--csv", str(small_csv), "--starts", "coarse"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["recommended"] == [] and "backtest" not in result

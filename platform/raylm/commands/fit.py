@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fit L(N, D) = E + A/N^alpha + B/D^beta (Approach 3: Huber on the log loss, 4,500 starts)\n"
         "and IsoFLOP parabolas (Approach 2); print the fits as JSON, predict the compute-optimal\n"
         "N*, D* and loss for --budget values, and write plots to --out (Hoffmann et al. 2022;\n"
-        "Besiroglu et al. 2024). See docs/scaling.md.",
+        "Besiroglu et al. 2024). With --budget, 'recommended' holds, per budget, the prediction of\n"
+        "the predictor (Approach 2, 3 or the loss frontier) that best predicted the largest budget\n"
+        "when it was held out ('backtest'), with a prediction interval. See docs/scaling.md.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -44,6 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="Approach 2: nominal budgets to group runs by (default: group by compute)")
     parser.add_argument("--isoflop-tolerance", type=float, default=0.15, metavar="T",
                         help="Approach 2: runs within a factor 1+T of a budget belong to it")
+    parser.add_argument("--simulations", type=int, default=200, metavar="N",
+                        help="recommended prediction: simulated data sets for its loss interval (0: none)")
+    parser.add_argument("--noise", type=float, default=None, metavar="SIGMA",
+                        help="recommended prediction: run-to-run relative noise of the loss, if measured "
+                        "(e.g. 0.005 from repeated seeds); default: estimated from the Approach 3 residuals")
     parser.set_defaults(func=_fit)
 
 
@@ -57,6 +64,7 @@ def _fit(args: argparse.Namespace) -> int:
         read_csv(args.csv), budgets=args.budget, bootstrap=args.bootstrap, seed=args.seed, starts=args.starts,
         delta=args.delta, level=args.level, exclude_highest=args.exclude_highest,
         isoflop_budgets=args.isoflop_budgets, isoflop_tolerance=args.isoflop_tolerance,
+        simulations=args.simulations, noise=args.noise,
     )
     result = report.as_dict()
     if args.out:

@@ -1,7 +1,9 @@
 """One call for a whole Chinchilla-style analysis: both fits and the predictions, as plain numbers.
 
 Approach 3 (Hoffmann et al. 2022, section 3.3; Besiroglu et al. 2024) always; Approach 2
-(section 3.2) when the runs form at least two IsoFLOP profiles; predictions for target budgets.
+(section 3.2) when the runs form at least two IsoFLOP profiles; predictions for target budgets;
+with target budgets, the backtested recommendation of :mod:`raylm.scaling.recommend` (every
+predictor, the largest budget held out, the winner's prediction with a prediction interval).
 Plots live in :mod:`raylm.scaling.plots`, file reading in :mod:`raylm.scaling.io`.
 """
 
@@ -14,6 +16,7 @@ from raylm.scaling.approach2 import Approach2Fit, Approach2Unavailable, fit_appr
 from raylm.scaling.approach3 import DEFAULT_DELTA, Approach3Fit, fit_approach3
 from raylm.scaling.data import ScalingData
 from raylm.scaling.predict import Prediction, parse_budgets, predict
+from raylm.scaling.recommend import Recommendation, recommend
 
 
 @dataclass(frozen=True)
@@ -23,11 +26,21 @@ class FitReport:
     approach2: Approach2Fit | None
     approach2_note: str
     predictions: list[Prediction]
+    recommendation: Recommendation | None = None
 
     def as_dict(self) -> dict:
         approach2 = self.approach2.as_dict() if self.approach2 else {"skipped": self.approach2_note}
-        return json_safe({"n_points": len(self.data), "approach3": self.approach3.as_dict(), "approach2": approach2,
-                          "predictions": [p.as_dict() for p in self.predictions]})
+        out = {"n_points": len(self.data), "approach3": self.approach3.as_dict(), "approach2": approach2,
+               "predictions": [p.as_dict() for p in self.predictions], "recommended": []}
+        if self.recommendation is not None:
+            rec = self.recommendation.as_dict()
+            keys = ("approach", "budget", "n_opt", "d_opt", "tokens_per_param", "loss", "loss_interval",
+                    "run_interval", "level")
+            out["recommended"] = [{k: p[k] for k in keys} for p in rec["recommended"]]
+            out["backtest"] = rec["backtest"]
+            out["recommendation"] = {k: rec[k] for k in ("approach", "reason", "predictions", "unavailable",
+                                                          "noise", "bootstrap")}
+        return json_safe(out)
 
 
 def fit_scaling_laws(
@@ -42,12 +55,16 @@ def fit_scaling_laws(
     exclude_highest: int = 0,
     isoflop_budgets=None,
     isoflop_tolerance: float = 0.15,
+    simulations: int = 200,
+    noise: float | None = None,
 ) -> FitReport:
     """Fit both approaches to ``data`` and predict for ``budgets`` (FLOPs; numbers or '1e21,3e21' strings).
 
     ``exclude_highest`` drops that many highest-loss runs first (Besiroglu et al. 2024 drop 5).
     ``isoflop_budgets``/``isoflop_tolerance`` say how Approach 2 groups runs into budgets
-    (:func:`raylm.scaling.approach2.group_budgets`).
+    (:func:`raylm.scaling.approach2.group_budgets`). With ``budgets``, also
+    :func:`raylm.scaling.recommend.recommend` at ``level`` with ``simulations`` simulated data sets
+    (0: no intervals) and the run ``noise`` when measured (None: estimated), reusing the Approach 3 fit.
     """
     targets = parse_budgets(budgets)
     data = data.without_highest_losses(exclude_highest)
@@ -59,8 +76,13 @@ def fit_scaling_laws(
         note = ""
     except Approach2Unavailable as exc:
         approach2, note = None, str(exc)
+    recommendation = None
+    if targets:
+        recommendation = recommend(data, targets, level=level, bootstrap=simulations, seed=seed, noise=noise,
+                                   starts=starts, delta=delta, isoflop_budgets=isoflop_budgets,
+                                   isoflop_tolerance=isoflop_tolerance, approach3=approach3)
     return FitReport(data=data, approach3=approach3, approach2=approach2, approach2_note=note,
-                     predictions=predict(targets, approach3, approach2))
+                     predictions=predict(targets, approach3, approach2), recommendation=recommendation)
 
 
 def json_safe(value):

@@ -1,0 +1,163 @@
+"""Fit every predictor once to measured data: point estimates, and why a predictor is unavailable.
+
+The availability rules (a predictor that cannot run is reported with its reason, never an error):
+
+- ``approach3``: runs at 2+ compute budgets, and a fitted law with alpha > 0 and beta > 0 (else the
+  law has no compute-optimal allocation, Hoffmann et al. 2022, eq. 4);
+- ``approach2``: 2+ budgets with 3+ sizes and an interior parabola minimum (:func:`fit_approach2`);
+- ``frontier``: 2+ budgets with 3+ sizes (4+ with a free floor), a floor below every budget's minimum
+  loss, and minima that decrease with compute (:mod:`raylm.scaling.frontier`);
+- ``approach1``: training curves of 2+ runs whose envelope changes model size (:mod:`raylm.scaling.approach1`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from raylm.errors import UserError
+from raylm.scaling.approach1 import Approach1Fit, Approach1Unavailable, fit_approach1
+from raylm.scaling.approach2 import Approach2Fit, Approach2Unavailable, fit_approach2, group_budgets
+from raylm.scaling.approach3 import DEFAULT_DELTA, Approach3Fit, fit_approach3
+from raylm.scaling.curves import CurveData
+from raylm.scaling.data import ScalingData
+from raylm.scaling.frontier import FrontierLaw, FrontierUnavailable, check_frontier_inputs, fit_frontier
+from raylm.scaling.predictors import (
+    APPROACHES,
+    Estimates,
+    Layout,
+    estimate_rows,
+    frontier_minima,
+    isoflop_rows,
+)
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How every predictor is fitted; the same for the data, the backtest and every simulated data set.
+
+    ``floor``: the frontier's E, ``"approach3"`` (the Approach 3 fit's E), a number, or None (fitted,
+    4+ budgets). ``starts``: the Approach 3 start grid (``"coarse"``: 243 starts, ``"full"``: 4,500,
+    or rows). ``isoflop_budgets``/``isoflop_tolerance``: how runs group into budgets
+    (:func:`raylm.scaling.approach2.group_budgets`). ``curve_points``/``min_runs``: Approach 1's grid.
+    """
+
+    starts: str | np.ndarray = "coarse"
+    delta: float = DEFAULT_DELTA
+    floor: str | float | None = "approach3"
+    isoflop_budgets: tuple | None = None
+    isoflop_tolerance: float = 0.15
+    curve_points: int = 256
+    min_runs: int = 2
+
+    def __post_init__(self) -> None:
+        if isinstance(self.floor, str) and self.floor != "approach3":
+            raise UserError(f"frontier floor must be 'approach3', a number or None, got {self.floor!r}")
+
+
+@dataclass(frozen=True)
+class PointFit:
+    """Fits to one data set: the predictors' estimates at ``budgets`` (one row each) and the reasons for the rest."""
+
+    data: ScalingData = field(repr=False)
+    layout: Layout = field(repr=False)
+    budgets: np.ndarray
+    approach3: Approach3Fit | None
+    approach2: Approach2Fit | None
+    approach1: Approach1Fit | None
+    frontier: FrontierLaw | None
+    estimates: dict[str, Estimates] = field(repr=False)
+    unavailable: dict[str, str]
+
+    @property
+    def theta(self) -> np.ndarray:
+        """(1, 5) law parameters of the Approach 3 fit (nan when it failed)."""
+        return np.full((1, 5), np.nan) if self.approach3 is None else self.approach3.theta[None, :]
+
+    def fits_as_dict(self) -> dict:
+        return {"approach3": None if self.approach3 is None else self.approach3.as_dict(),
+                "approach2": None if self.approach2 is None else self.approach2.as_dict(),
+                "approach1": None if self.approach1 is None else self.approach1.as_dict(),
+                "frontier": None if self.frontier is None else self.frontier.as_dict()}
+
+
+def fit_point(data: ScalingData, budgets, options: FitOptions, curves: CurveData | None = None,
+              approach3: Approach3Fit | None = None) -> PointFit:
+    """Fit every predictor to ``data`` (and ``curves``) and estimate at ``budgets``; see the module docstring.
+
+    ``approach3``: an Approach 3 fit of the same ``data`` to reuse instead of fitting again.
+    """
+    budgets = np.atleast_1d(np.asarray(budgets, dtype=float))
+    unavailable: dict[str, str] = {}
+    a1, grid = None, None
+    a3 = approach3 if approach3 is not None else fit_approach3(data, starts=options.starts, delta=options.delta)
+    if a3.n_points != len(data):
+        raise UserError(f"the Approach 3 fit given has {a3.n_points} points, the data {len(data)}")
+    n_groups = np.unique(group_budgets(data.flops, options.isoflop_budgets, options.isoflop_tolerance)[0]).size
+    if n_groups < 2:
+        unavailable["approach3"] = f"runs at {n_groups} compute budget(s); extrapolating in compute needs 2+"
+    elif not (a3.law.alpha > 0 and a3.law.beta > 0):
+        unavailable["approach3"] = (f"the fitted law has alpha={a3.law.alpha:.3g}, beta={a3.law.beta:.3g}: "
+                                    "no compute-optimal trade-off between N and D")
+    try:
+        a2 = fit_approach2(data, budgets=options.isoflop_budgets, tolerance=options.isoflop_tolerance)
+    except Approach2Unavailable as exc:
+        a2, unavailable["approach2"] = None, str(exc)
+    if curves is None:
+        unavailable["approach1"] = "no training curves given"
+    else:
+        try:
+            a1 = fit_approach1(curves, floor=_floor_value(options.floor, a3, unavailable),
+                               points=options.curve_points, min_runs=options.min_runs)
+            grid = a1.grid
+            if a1.loss_law is None:
+                unavailable["approach1"] = a1.loss_note
+        except (Approach1Unavailable, _NoFloor) as exc:
+            unavailable["approach1"] = str(exc)
+    layout = Layout.build(data, isoflop_budgets=options.isoflop_budgets, tolerance=options.isoflop_tolerance,
+                          floor=options.floor, grid=grid)
+    theta = a3.theta[None, :]
+    frontier = _frontier(layout, data, a3, options, unavailable)
+    rows = estimate_rows(layout, data.loss[None, :], theta, budgets)
+    estimates = {}
+    for name in APPROACHES:
+        if name in unavailable:
+            continue
+        est = rows.get(name)
+        if est is None or not np.all(np.isfinite(est.loss)) or not np.all(np.isfinite(est.n_opt)):
+            unavailable[name] = "no finite prediction at the target budget(s)"
+        else:
+            estimates[name] = est
+    if "approach3" in unavailable and "approach2" in estimates:
+        unavailable["approach2"] = "its loss is the Approach 3 law at its allocation, and Approach 3 is unavailable"
+        del estimates["approach2"]
+    return PointFit(data=data, layout=layout, budgets=budgets, approach3=a3, approach2=a2, approach1=a1,
+                    frontier=frontier, estimates=estimates, unavailable=unavailable)
+
+
+class _NoFloor(ValueError):
+    pass
+
+
+def _floor_value(floor, a3: Approach3Fit, unavailable: dict) -> float | None:
+    if floor is None:
+        return None
+    if isinstance(floor, str):
+        if "approach3" in unavailable:
+            raise _NoFloor(f"the floor E is pinned to Approach 3's, which is unavailable ({unavailable['approach3']})")
+        return a3.law.E
+    return float(floor)
+
+
+def _frontier(layout: Layout, data: ScalingData, a3, options: FitOptions, unavailable: dict) -> FrontierLaw | None:
+    """The frontier through the data's minima, or None with the reason recorded."""
+    _, l_opt, interior, best = isoflop_rows(layout, data.loss[None, :])
+    minima = frontier_minima(l_opt, interior, best)[0]
+    try:
+        floor = _floor_value(options.floor, a3, unavailable)
+        check_frontier_inputs(layout.budgets, minima, floor)
+        return fit_frontier(layout.budgets, minima, floor)
+    except (FrontierUnavailable, _NoFloor) as exc:
+        unavailable["frontier"] = str(exc)
+        return None

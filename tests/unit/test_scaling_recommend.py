@@ -1,0 +1,154 @@
+"""recommend(): every predictor, the backtest, the recommended prediction and its JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from raylm.errors import UserError
+from raylm.scaling import ScalingData
+from raylm.scaling.approach2 import fit_approach2
+from raylm.scaling.approach3 import fit_approach3
+from raylm.scaling.backtest import held_out_best
+from raylm.scaling.laws import BESIROGLU_2024, tokens_for_budget
+from raylm.scaling.pointfit import FitOptions, fit_point
+from raylm.scaling.predictors import Layout, refit_law_rows
+from raylm.scaling.recommend import recommend
+from raylm.scaling.synthetic import synthetic_isoflop
+from raylm.scaling.synthetic_studies import synthetic_curves, synthetic_frontier
+
+LAW = BESIROGLU_2024
+GRID = (1e18, 3e18, 1e19)
+TARGETS = [3e19, 1e20]
+
+
+@pytest.fixture(scope="module")
+def study():
+    return synthetic_isoflop(LAW, GRID, per_budget=5, spread=64.0, noise=0.007, seed=1)
+
+
+@pytest.fixture(scope="module")
+def result(study):
+    return recommend(study, TARGETS, bootstrap=100, seed=0)
+
+
+def chinchilla_grid(offsets, noise: float, seed: int, spread: float = 16.0) -> ScalingData:
+    """5 sizes per budget of GRID centred on offsets[k] x N*(C) of the Chinchilla law."""
+    rng = np.random.default_rng(seed)
+    c = np.repeat(GRID, 5)
+    n = LAW.optimal_params(c) * np.repeat(offsets, 5) * np.exp(np.tile(np.linspace(-0.5, 0.5, 5), 3) * np.log(spread))
+    d = tokens_for_budget(c, n)
+    return ScalingData.from_arrays(n, d, LAW.loss(n, d) * np.exp(noise * rng.standard_normal(c.size)), c)
+
+
+def test_every_predictor_at_every_target_with_intervals(result):
+    assert set(result.predictions) == {"frontier", "approach3", "approach2"}
+    assert result.unavailable == {"approach1": "no training curves given"}
+    assert result.approach in result.predictions and result.recommended == result.predictions[result.approach]
+    truth = LAW.optimal_loss(np.array(TARGETS))
+    for preds in result.predictions.values():
+        assert [p.budget for p in preds] == TARGETS
+        for p, true in zip(preds, truth, strict=True):
+            assert 6 * p.n_opt * p.d_opt == pytest.approx(p.budget)
+            assert p.tokens_per_param == pytest.approx(p.d_opt / p.n_opt)
+            assert p.n_opt == pytest.approx(LAW.optimal_params(p.budget), rel=0.5)
+            assert p.loss == pytest.approx(true, rel=0.03)
+            lo, hi = p.loss_interval
+            assert lo < p.loss < hi and p.run_interval[0] < p.loss < p.run_interval[1]
+            assert p.run_interval[1] - p.run_interval[0] > 0.9 * (hi - lo)  # one run's noise on top
+            assert p.level == 0.9
+    widths = [p.loss_interval[1] / p.loss_interval[0] for p in result.predictions["approach3"]]
+    assert widths[0] < widths[1]  # extrapolating further is less certain
+    assert result.noise.source == "IsoFLOP parabola residuals" and result.noise.dof == 6  # 3 budgets x (5 - 3)
+    assert 0.003 < result.noise.sigma < 0.012
+
+
+def test_backtest_holds_out_the_largest_budget(study, result):
+    test = result.backtest
+    top = study.flops > 5e18
+    actual, source = held_out_best(study.params[top], study.loss[top])
+    assert test.budget == pytest.approx(1e19) and (test.actual, test.actual_source) == (actual, source)
+    assert source == "parabola minimum"
+    assert set(test.rel_error) == set(result.predictions)
+    for name, err in test.rel_error.items():
+        assert err == pytest.approx(test.predicted[name] / actual - 1)
+    assert result.approach == test.ranking()[0] and "smallest backtest error" in result.reason
+
+
+def test_as_dict_is_json(result):
+    out = json.loads(json.dumps(result.as_dict(), allow_nan=False))
+    assert [r["budget"] for r in out["recommended"]] == TARGETS
+    rec = out["recommended"][0]
+    assert {"approach", "budget", "n_opt", "d_opt", "tokens_per_param", "loss", "loss_interval", "run_interval",
+            "level"} <= set(rec)
+    assert out["backtest"]["held_out_budget"] == pytest.approx(1e19)
+    assert out["fits"]["frontier"]["floor"] == "pinned"
+    assert out["fits"]["frontier"]["E"] == pytest.approx(out["fits"]["approach3"]["E"])
+
+
+def test_same_seed_same_answer(study, result):
+    again = recommend(study, TARGETS, bootstrap=100, seed=0)
+    assert again.as_dict() == result.as_dict()
+
+
+def test_row_programs_match_the_single_fits(study):
+    point = fit_point(study, TARGETS, FitOptions())
+    a2 = fit_approach2(study)
+    np.testing.assert_allclose(point.estimates["approach2"].n_opt[0], a2.n_opt_law(TARGETS), rtol=1e-9)
+    a3 = fit_approach3(study, starts="coarse")
+    np.testing.assert_allclose(point.estimates["approach3"].loss[0], a3.law.optimal_loss(np.array(TARGETS)),
+                               rtol=1e-9)
+    layout = Layout.build(study)
+    theta = refit_law_rows(layout, study.loss[None, :], a3.local_optima[:2], 1e-3)
+    np.testing.assert_allclose(theta[0], a3.theta, rtol=1e-5, atol=1e-7)
+
+
+def test_two_budgets_no_backtest_first_available_in_order():
+    data = synthetic_isoflop(LAW, GRID[:2], per_budget=5, spread=16.0, noise=0.005, seed=2)
+    out = recommend(data, 1e20, bootstrap=0)
+    assert out.backtest.budget is None and "3+" in out.backtest.note
+    assert out.approach == "frontier" and "no backtest" in out.reason
+    assert np.isnan(out.recommended[0].loss_interval[0])
+
+
+def test_unavailable_predictors_say_why():
+    data = chinchilla_grid([6.0, 6.0, 6.0], noise=0.002, seed=0)  # optimum below every grid: no interior minimum
+    out = recommend(data, 1e20, bootstrap=0, floor=None)
+    assert "approach2" in out.unavailable and "minimum outside" in out.unavailable["approach2"]
+    assert "free floor E needs 4+ budgets, got 3" in out.unavailable["frontier"]
+    assert out.approach == "approach3"
+
+
+def test_curves_add_approach1():
+    final, curves = synthetic_curves(LAW, GRID, per_budget=5, spread=16.0, noise=0.003, seed=3)
+    out = recommend(final, [1e20], curves=curves, bootstrap=40)
+    assert "approach1" in out.predictions and "approach1" in out.backtest.rel_error
+    p = out.predictions["approach1"][0]
+    assert p.loss == pytest.approx(LAW.optimal_loss(1e20), rel=0.03)
+    assert p.loss_interval[0] < p.loss < p.loss_interval[1]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_backtest_picks_the_law_that_made_the_data(seed):
+    """A pure frontier world (Approach 3's law cannot fit its parabolic valleys) vs. a Chinchilla world whose
+    first budget's grid misses the optimum (its frontier point is only an upper bound)."""
+    frontier_world = synthetic_frontier(GRID, E=2.0, C0=3e19, gamma=0.12, curvature=0.1, spread=64.0,
+                                        noise=0.001, seed=seed)
+    out = recommend(frontier_world, [1e20], bootstrap=0)
+    assert out.approach == "frontier"
+    assert abs(out.backtest.rel_error["frontier"]) < abs(out.backtest.rel_error["approach3"])
+    law_world = chinchilla_grid([6.0, 1.0, 1.0], noise=0.001, seed=seed)
+    assert recommend(law_world, [1e20], bootstrap=0).approach == "approach3"
+
+
+def test_bad_arguments_are_user_errors(study):
+    with pytest.raises(UserError, match="target budget"):
+        recommend(study, [])
+    with pytest.raises(UserError, match="level"):
+        recommend(study, [1e20], level=1.5)
+    with pytest.raises(UserError, match="run noise"):
+        recommend(study, [1e20], noise=-0.1)
+    with pytest.raises(UserError, match="floor"):
+        recommend(study, [1e20], floor="median")
