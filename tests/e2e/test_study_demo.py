@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from tests.ray.study_helpers import write_study
 
 pytestmark = [pytest.mark.slow]

@@ -6,13 +6,13 @@ import math
 
 import pytest
 import yaml
+from tests.conftest import run_cli
 
 from raylm.errors import ConfigError, UserError
 from raylm.tune.space import map_unit, sampled_values, tune_space
 from raylm.tune.sweep import concurrency
 from raylm.tune.sweep_config import load_sweep
 from raylm.tune.trial import trial_run_config
-from tests.conftest import run_cli
 
 BASE = {"model": {"vocab_size": 512, "max_seq_len": 32, "d_model": 32, "n_layers": 1, "n_heads": 2},
         "train": {"max_steps": 10, "seq_len": 32}}
