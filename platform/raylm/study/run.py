@@ -72,7 +72,8 @@ def run_study(study: Study, address: str | None = None, log=print) -> StudyOutco
     try:
         parent = _parent(writer, study, study_key, directory)
         context = {"base": study.base, "writer": writer, "parent_run_id": parent.run_id,
-                   "storage_root": str(directory / "points"), "kind": "study-point"}
+                   "storage_root": str(directory / "points"), "kind": "study-point",
+                   "dataset_dir": str(dataset.directory.resolve())}
         results = _train(grid, keys, context, writer, parent, parallel_trials, directory, study, log)
         from raylm.study.analysis import analyse
 

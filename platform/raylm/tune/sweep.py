@@ -75,13 +75,14 @@ def run_sweep(sweep: Sweep | None, address: str | None = None, resume_dir: str |
     connect_ray(address)
     demand = trial_demand(base)
     parallel_trials = concurrency(demand, cluster_totals(), sweep.config.trials.max_concurrent_trials)
-    prepare_data(base, plan)  # once, before the trials: they all reuse the shards
+    dataset = prepare_data(base, plan)  # once, before the trials: they all reuse the shards
     writer = start_writer()
     try:
         parent = _parent_run(writer, sweep, directory, state, log)
         log(f"sweep {directory.name}: {len(sweep.specs)} keys searched, {parallel_trials} trial(s) at a time "
             f"({demand['CPU']:g} CPUs each), results in {directory}")
-        grid = _fit(sweep, directory, writer, parent, parallel_trials, resume=resume_dir is not None)
+        grid = _fit(sweep, directory, writer, parent, parallel_trials, str(dataset.directory.resolve()),
+                    resume=resume_dir is not None)
         rows = ranked(_rows(grid, sweep, writer, parent), sweep.config.mode)
         return _finish(sweep, directory, rows, parent)
     finally:
@@ -128,7 +129,7 @@ def _parent_run(writer: str, sweep: Sweep, directory: Path, state: dict, log):
     return parent
 
 
-def _fit(sweep: Sweep, directory: Path, writer: str, parent, parallel_trials: int, resume: bool):
+def _fit(sweep: Sweep, directory: Path, writer: str, parent, parallel_trials: int, dataset_dir: str, resume: bool):
     import os
 
     import ray.tune
@@ -143,7 +144,7 @@ def _fit(sweep: Sweep, directory: Path, writer: str, parent, parallel_trials: in
 
     base = sweep.base_config
     context = {"base": sweep.base, "writer": writer, "parent_run_id": parent.run_id,
-               "storage_root": str(directory / "trials"), "kind": "trial"}
+               "storage_root": str(directory / "trials"), "kind": "trial", "dataset_dir": dataset_dir}
     trainable = ray.tune.with_resources(ray.tune.with_parameters(run_trial, context=context),
                                         {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY})
     tune_path = directory / TUNE_DIR

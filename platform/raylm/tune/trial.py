@@ -40,6 +40,19 @@ def trial_run_config(base: dict[str, Any], trial_config: dict[str, Any]) -> tupl
     return RunConfig.from_dict(run, "trial config"), given, dict(point.get("tags", {}))
 
 
+def _dataset(context: dict[str, Any], cfg: RunConfig, plan):
+    """The shards the driver prepared (a sweep or study varies nothing they depend on), without hashing the
+    corpus again in every trial; a trial without them prepares its own."""
+    from raylm.data.manifest import read_manifest
+    from raylm.data.prepare import PreparedDataset
+    from raylm.train.run import prepare_data
+
+    if context.get("dataset_dir"):
+        directory = Path(context["dataset_dir"])
+        return PreparedDataset(directory, read_manifest(directory), reused=True)
+    return prepare_data(cfg, plan)
+
+
 def run_trial(trial_config: dict[str, Any], context: dict[str, Any]) -> None:
     """The Tune function. ``context``: ``base`` (run dict), ``writer`` (tracking writer name),
     ``parent_run_id``, ``storage_root`` (absolute), ``kind`` (tag ``raylm.kind`` of the trial's run)."""
@@ -48,14 +61,14 @@ def run_trial(trial_config: dict[str, Any], context: dict[str, Any]) -> None:
 
     from raylm.parallel.plan import make_plan
     from raylm.tracking.writer import RemoteRun
-    from raylm.train.run import execute_run, prepare_data
+    from raylm.train.run import execute_run
 
     tune_context = ray.tune.get_context()
     trial_id, trial_name = tune_context.get_trial_id(), tune_context.get_trial_name()
     cfg, given, tags = trial_run_config(context["base"], trial_config)
     cfg = cfg.model_copy(update={"name": trial_name})
     plan = make_plan(cfg)
-    dataset = prepare_data(cfg, plan)  # the driver built the shards: this finds and reuses them
+    dataset = _dataset(context, cfg, plan)
     run_name = tags.pop("run_name", trial_name)
     # a study point is known by the hash of its config: a retried or re-run point reuses its run and checkpoints
     key = tags.get(POINT_TAG)
