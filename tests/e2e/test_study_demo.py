@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.slow]
 
 def test_demo_runs_a_study(repo_root, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    path = write_study(tmp_path, verify={"enabled": True, "compare_tokens_per_param": 1.0})
+    path = write_study(tmp_path, verify={"enabled": True, "compare_tokens_per_param": 20.0})
     done = subprocess.run([sys.executable, str(repo_root / "jobs" / "demo.py"), "--config", str(path)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=1200, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -71,8 +71,13 @@ def _verify(study, recommended, manifest_key, context, writer, parent, parallel_
     points = [verification_point(study, target["budget"], target["n_opt"])]
     ratio = study.config.verify.compare_tokens_per_param
     if ratio:
-        points.append(verification_point(study, target["budget"], math.sqrt(target["budget"] / (6 * ratio)),
-                                         kind=f"compare{ratio:g}"))
+        compare = verification_point(study, target["budget"], math.sqrt(target["budget"] / (6 * ratio)),
+                                     kind=f"compare{ratio:g}")
+        if compare.grid.params == points[0].grid.params:
+            log(f"comparison at {ratio:g} tokens per parameter picks the same model as the recommendation; "
+                "it is not trained twice")
+        else:
+            points.append(compare)
     for p in points:
         log(f"verification: {p.label}: N={p.grid.params:,} D={p.grid.tokens:,} ({p.tokens_per_param():.1f} tokens "
             f"per parameter), {p.grid.steps} steps")
