@@ -84,3 +84,10 @@ def test_the_demo_study_file_is_valid(repo_root):
     study = load_study(repo_root / "jobs" / "configs" / "study_demo.yaml")
     grid = build_grid(study)
     assert len(grid) == 15 and min(study.config.targets) >= 3 * max(study.config.budgets)
+
+
+def test_missing_fits_print_as_not_available():
+    from raylm.study.report import interval, num
+
+    assert num(None) == "n/a" and num(float("nan")) == "n/a" and num(3.14159) == "3.1416"
+    assert interval([None, 2.0]) == "[n/a, 2.0000]" and interval(None) == "[n/a]"

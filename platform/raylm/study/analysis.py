@@ -29,9 +29,11 @@ def analyse(study: Study, results: list[PointResult], manifest_key: str, context
                         "budgets with 3 points each. Look at the failed runs in MLflow, then run the study again")
     fit = fit_results(study, ok)
     recommended = fit["recommended"]
+    from raylm.study.report import interval, num
+
     log("fits done; recommended: " + "; ".join(
-        f"{r['approach']} at C={r['budget']:.3g}: N*={r['n_opt']:,.0f}, D*={r['d_opt']:,.0f}, loss {r['loss']:.4f} "
-        f"[{r['loss_interval'][0]:.4f}, {r['loss_interval'][1]:.4f}]" for r in recommended))
+        f"{r['approach']} at C={r['budget']:.3g}: N*={r['n_opt']:,.0f}, D*={r['d_opt']:,.0f}, loss {num(r['loss'])} "
+        f"{interval(r.get('loss_interval'))}" for r in recommended))
     verify = _verify(study, recommended, manifest_key, context, writer, parent, parallel_trials, directory, log)
     metrics = headline_metrics(fit, recommended, verify)
     outcome = StudyOutcome(directory, results, fit, recommended, verify, metrics, parent.run_id,
@@ -104,11 +106,18 @@ def headline_metrics(fit: dict, recommended: list[dict], verify: list[PointResul
         measured = verify[0].loss
         metrics.update({"verify/loss": measured, "verify/rel_error": (measured - top["loss"]) / measured,
                         "verify/n": verify[0].point.grid.params, "verify/d": verify[0].point.grid.tokens,
-                        "verify/in_run_interval": float(top["run_interval"][0] <= measured <= top["run_interval"][1])})
+                        "verify/in_run_interval": _inside(measured, top.get("run_interval"))})
     for extra in verify[1:]:
         if extra.loss is not None:
             metrics[f"verify/{extra.point.kind}_loss"] = extra.loss
     return {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
+
+
+def _inside(value: float, pair) -> float | None:
+    """1.0 / 0.0 whether ``value`` lies in the interval; None when the interval could not be computed."""
+    if not pair or any(bound is None or not math.isfinite(bound) for bound in pair):
+        return None
+    return float(pair[0] <= value <= pair[1])
 
 
 def write_results_csv(outcome: StudyOutcome, path: Path) -> None:

@@ -39,10 +39,12 @@ def plot_frontier(path: Path, outcome, frontier) -> Path:
     if frontier is not None:
         ax.plot(c, frontier.E + (frontier.C0 / c) ** frontier.gamma, color="C1",
                 label=f"frontier L*(C) = {frontier.E:.3f} + ({frontier.C0:.3g}/C)^{frontier.gamma:.3f}")
-    low, high = top["loss_interval"]
-    ax.errorbar([top["budget"]], [top["loss"]], yerr=[[top["loss"] - low], [high - top["loss"]]], fmt="*",
-                color="red", ms=12, capsize=4,
-                label=f"prediction ({top['approach']}), {100 * top.get('level', 0.9):.0f}% interval")
+    low, high = top.get("loss_interval") or (None, None)
+    known = low is not None and high is not None and np.isfinite([low, high]).all()
+    ax.errorbar([top["budget"]], [top["loss"]], yerr=[[top["loss"] - low], [high - top["loss"]]] if known else None,
+                fmt="*", color="red", ms=12, capsize=4,
+                label=f"prediction ({top['approach']})" + (f", {100 * top.get('level', 0.9):.0f}% interval"
+                                                           if known else ", no interval"))
     if outcome.verify and outcome.verify[0].loss is not None:
         v = outcome.verify[0]
         ax.scatter([v.point.grid.flops], [v.loss], marker="D", color="green", s=50, zorder=4,

@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 
+def num(value, spec: str = ".4f") -> str:
+    """A number for people; 'n/a' where a fit or interval could not be computed (None or NaN in fit.json)."""
+    return "n/a" if value is None or value != value else format(value, spec)
+
+
+def interval(pair) -> str:
+    return f"[{num(pair[0])}, {num(pair[1])}]" if pair else "[n/a]"
+
+
 def outcome_summary(outcome) -> str:
     from raylm.tracking.links import run_link, runs_link
 
@@ -21,14 +30,13 @@ def outcome_summary(outcome) -> str:
     lines += ["", f"backtest: {outcome.fit.get('reason', '')}"]
     lines += [f"recommended ({top['approach']}): at C={top['budget']:.3g} train N*={top['n_opt']:,.0f} on "
               f"D*={top['d_opt']:,.0f} tokens ({top['d_opt'] / top['n_opt']:.1f} per parameter); predicted loss "
-              f"{top['loss']:.4f}, {100 * top['level']:.0f}% interval [{top['loss_interval'][0]:.4f}, "
-              f"{top['loss_interval'][1]:.4f}]"]
+              f"{num(top['loss'])}, {100 * top['level']:.0f}% interval {interval(top.get('loss_interval'))}"]
     m = outcome.metrics
     if "verify/loss" in m:
         lines.append(f"verification: N={m['verify/n']:,.0f} D={m['verify/d']:,.0f}: measured {m['verify/loss']:.4f}, "
                      f"error (measured - predicted) / measured = {100 * m['verify/rel_error']:+.2f}%"
                      f"; {'inside' if m.get('verify/in_run_interval') else 'outside'} the interval for one run "
-                     f"[{top['run_interval'][0]:.4f}, {top['run_interval'][1]:.4f}]")
+                     f"{interval(top.get('run_interval'))}")
     for key, value in m.items():
         if key.startswith("verify/compare"):
             lines.append(f"  comparison run ({key.split('/')[1].removesuffix('_loss')} tokens/param): {value:.4f}")
@@ -49,7 +57,7 @@ def _predictor_rows(fit: dict):
         for p in fit.get("predictions", {}).get(name, []):
             error = errors.get(name)
             backtest = f"backtest error {100 * error:+.2f}%" if error is not None else "no backtest"
-            yield name, (f"C={p['budget']:.3g}: N*={p['n_opt']:,.0f} D*={p['d_opt']:,.0f} loss {p['loss']:.4f} "
-                         f"[{p['loss_interval'][0]:.4f}, {p['loss_interval'][1]:.4f}]  ({backtest})")
+            yield name, (f"C={p['budget']:.3g}: N*={num(p['n_opt'], ',.0f')} D*={num(p['d_opt'], ',.0f')} loss "
+                         f"{num(p['loss'])} {interval(p.get('loss_interval'))}  ({backtest})")
     for name, reason in (fit.get("unavailable") or {}).items():
         yield name, f"unavailable: {reason}"
