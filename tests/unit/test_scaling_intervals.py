@@ -56,7 +56,9 @@ def test_pivot_interval_reflects_the_simulated_errors():
 
 def test_backtest_scale_widens_only_beyond_the_simulated_range():
     sims = np.random.default_rng(3).standard_normal(10_000) * 0.01
-    assert backtest_scale(0.005, sims, 0.9) == 1.0
+    assert backtest_scale(0.015, sims, 0.9) == 1.0
     assert backtest_scale(0.0329, sims, 0.9) == pytest.approx(2.0, rel=0.03)
     assert backtest_scale(-0.0329, sims, 0.9) == pytest.approx(2.0, rel=0.03)
-    assert backtest_scale(0.05, sims[:3], 0.9) == 1.0  # too few simulations to judge
+    assert backtest_scale(0.015, sims) == pytest.approx(1.5, rel=0.03)  # default: beyond one standard deviation
+    assert backtest_scale(0.005, sims) == 1.0
+    assert backtest_scale(0.05, sims[:3]) == 1.0  # too few simulations to judge

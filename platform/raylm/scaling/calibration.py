@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from raylm.scaling.backtest import Backtest, held_out_best_rows
-from raylm.scaling.intervals import NoiseEstimate, backtest_scale, pivot_interval, simulate
+from raylm.scaling.intervals import CHECK_LEVEL, NoiseEstimate, backtest_scale, pivot_interval, simulate
 from raylm.scaling.objective import log_predict
 from raylm.scaling.pointfit import PointFit
 from raylm.scaling.predictors import estimate_rows, law_rows, refit_law_rows
@@ -22,7 +22,7 @@ from raylm.scaling.predictors import estimate_rows, law_rows, refit_law_rows
 @dataclass(frozen=True)
 class SimulatedIntervals:
     """Per predictor: (loss band, run band) as ((low (T,), high (T,)), ...), finite refits per target,
-    the backtest scale k and the simulated backtest errors' central range (relative errors)."""
+    the backtest scale k and the simulated backtest errors' central 68.3% range (relative errors)."""
 
     bands: dict
     refits: dict[str, list[int]]
@@ -45,11 +45,11 @@ def simulated_intervals(point: PointFit, test: Backtest, noise: NoiseEstimate, b
     world = law_rows(theta, budgets).loss[0]
     sim_errors = _simulated_backtest(point, test, losses, factors, warm_starts, delta)
     bands, refits, scales, ranges = {}, {}, {}, {}
-    tail = 50.0 * (1.0 - level)
+    tail = 50.0 * (1.0 - CHECK_LEVEL)
     for name, est in point.estimates.items():
         scale = 1.0
         if name in sim_errors and name in test.rel_error:
-            scale = backtest_scale(float(np.log1p(test.rel_error[name])), sim_errors[name], level)
+            scale = backtest_scale(float(np.log1p(test.rel_error[name])), sim_errors[name])
             finite = sim_errors[name][np.isfinite(sim_errors[name])]
             if finite.size:
                 lo, hi = np.expm1(np.percentile(finite, [tail, 100.0 - tail]))

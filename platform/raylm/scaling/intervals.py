@@ -8,9 +8,10 @@ our synthetic studies its 90% intervals covered the true optimal loss far less t
 the bootstrap-t/"basic" interval; Davison & Hinkley 1997, section 2.4):
 
 1. Noise: run-to-run noise is multiplicative, ln L_i = ln L(N_i, D_i) + sigma eps_i. sigma is
-   given (measured from repeated seeds), or estimated from the residuals of each budget's IsoFLOP
-   parabola, s^2 = sum r^2 / sum_k (m_k - 3) (the valley's shape only, whichever law holds), or, with
-   too few runs per budget for that, from the Approach 3 residuals with n - 5 degrees of freedom.
+   given (measured from repeated seeds), or estimated from the Approach 3 residuals,
+   s^2 = sum r_i^2 / (n - 5) (five fitted parameters): a law that misfits inflates s, and the intervals
+   widen with it (on data the law cannot fit this kept twice the coverage of the alternative, the
+   residuals of each budget's IsoFLOP parabola, s^2 = sum r^2 / sum_k (m_k - 3), also offered).
 2. Simulate: S data sets from the fitted law at the measured (N, D): ln L*_i = ln L_hat_i + sigma_s eps.
    With an estimated s, each data set draws its own sigma_s^2 = s^2 dof / chi2_dof (the posterior of
    sigma^2 under the reference prior; this turns z-intervals into t-like ones for few residual degrees
@@ -24,11 +25,13 @@ the bootstrap-t/"basic" interval; Davison & Hinkley 1997, section 2.4):
    loss should fall.
 5. Check the noise model against the held-out budget: every simulated data set is backtested exactly
    as the data were (largest budget held out, refit, predict its best loss). If the real backtest error
-   lies outside the central ``level`` range of the simulated ones, the law or the noise model is wrong
-   by more than the simulation knows (e.g. Approach 3's law on data it cannot fit); the predictor's
-   errors are then widened about their median by k = (observed - median) / (edge - median), the
-   smallest factor under which the held-out budget would have been inside the range. With a correct
-   model this widens 1 - level of the studies a little; with a wrong one it is what keeps the coverage.
+   lies beyond one standard deviation of the simulated ones (outside their central 68.3% range,
+   :data:`CHECK_LEVEL`), the law or the noise model is wrong by more than the simulation knows (e.g.
+   Approach 3's law on data it cannot fit); the predictor's errors are then widened about their median
+   by k = (observed - median) / (edge - median), the factor that puts the held-out budget back on the
+   edge: the excess is taken as model error of the same shape. With a correct model about a third of
+   the studies are widened, mostly a little; with a wrong one it recovers part of the coverage (the
+   measured numbers are in docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ import numpy as np
 
 from raylm.errors import UserError
 from raylm.scaling.objective import N_PARAMS
+
+CHECK_LEVEL = 0.6827  # central range of +-1 standard deviation of a normal distribution
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,8 @@ def estimate_noise(law_residuals: np.ndarray, isoflop: tuple[np.ndarray, int] | 
     """The run noise sigma of ln L: ``noise`` when given, else from residuals (module docstring, step 1).
 
     ``isoflop`` = (residuals of ln L from each budget's parabola, their degrees of freedom sum(m_k - 3)):
-    used when it has ``min_isoflop_dof`` or more, since it does not depend on the Approach 3 law being
-    right; else the Approach 3 residuals ``law_residuals`` with n - 5 degrees of freedom.
+    used instead of the Approach 3 residuals ``law_residuals`` (n - 5 degrees of freedom) when given
+    with ``min_isoflop_dof`` or more.
     """
     if noise is not None:
         if not (np.isfinite(noise) and noise > 0):
@@ -102,7 +107,8 @@ class PivotInterval:
     refits: np.ndarray  # finite refits per target
 
 
-def backtest_scale(observed: float, simulated: np.ndarray, level: float, min_refits: int = 20) -> float:
+def backtest_scale(observed: float, simulated: np.ndarray, level: float = CHECK_LEVEL,
+                   min_refits: int = 20) -> float:
     """k >= 1: how far the observed backtest error lies beyond the simulated ones (module docstring, step 5).
 
     ``observed``: ln(predicted / actual) of the real backtest; ``simulated``: the same for each simulated

@@ -3,8 +3,11 @@
 ``recommend(data, targets)`` fits every predictor (:mod:`raylm.scaling.predictors`: Approaches 1, 2
 and 3 of Hoffmann et al. 2022 and the compute frontier L*(C) = E + (C0/C)^gamma), backtests them
 (:mod:`raylm.scaling.backtest`: the largest budget held out), attaches prediction intervals
-(:mod:`raylm.scaling.intervals`: a parametric bootstrap with the run noise) and recommends, per
-target, the prediction of the predictor with the smallest backtest error.
+(:mod:`raylm.scaling.intervals`, run by :mod:`raylm.scaling.calibration`: a parametric bootstrap with
+the run noise, basic pivot intervals, widened when the real backtest fails the simulated ones) and
+recommends, per target, the prediction of the predictor with the smallest backtest error. The
+recommended interval is that predictor's own; the choice itself is not simulated (its effect is in
+the coverage measured in docs/scaling.md, which is of the recommended interval).
 
 Recommendation rule: among the predictors available on the full data, the one with the smallest
 |relative error| in the backtest; exact ties go to the first in :data:`APPROACHES` (frontier,
@@ -33,7 +36,7 @@ from raylm.scaling.predictors import APPROACHES, isoflop_residuals
 
 NAN_PAIR = (float("nan"), float("nan"))
 INTERVAL_METHOD = ("parametric bootstrap from the Approach 3 fit with the run noise, basic (pivot) interval, "
-                   "widened when the real backtest error lies outside the simulated ones")
+                   "widened when the real backtest error lies beyond one standard deviation of the simulated ones")
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,7 @@ def recommend(
     bootstrap: int = 200,
     seed: int = 0,
     noise: float | None = None,
-    noise_source: str = "isoflop",
+    noise_source: str = "approach3",
     starts: str | np.ndarray = "coarse",
     floor: str | float | None = "approach3",
     delta: float = DEFAULT_DELTA,
@@ -131,8 +134,9 @@ def recommend(
 
     ``targets``: FLOPs (numbers or '1e21,3e21' strings). ``bootstrap``: simulated data sets for the
     intervals (0: none). ``noise``: the run-to-run relative standard deviation of the loss when
-    measured (repeated seeds); None estimates it from the residuals of ``noise_source``: ``"isoflop"``
-    (each budget's parabola; the Approach 3 law's when budgets have too few runs) or ``"approach3"``.
+    measured (repeated seeds); None estimates it from the residuals of ``noise_source``: ``"approach3"``
+    (the law's; a misfit widens the intervals) or ``"isoflop"`` (each budget's parabola; the law's when
+    budgets have too few runs).
     ``starts``, ``floor``, ``delta``, ``isoflop_*``: :class:`~raylm.scaling.pointfit.FitOptions`. ``warm_starts``: the
     Approach 3 optima of the data that each simulated refit starts from. ``backtest=False`` skips it
     (then the default order decides). ``approach3``: an Approach 3 fit of the same ``data`` (and ``delta``)

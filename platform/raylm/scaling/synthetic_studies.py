@@ -84,3 +84,36 @@ def synthetic_frontier(
 def frontier_optimum(budgets, *, E: float = 2.0, C0: float = 1e9, gamma: float = 0.12) -> np.ndarray:
     """The true L*(C) of :func:`synthetic_frontier` with the same parameters."""
     return E + (C0 / np.asarray(budgets, dtype=float)) ** gamma
+
+
+def random_chinchilla_study(seed: int, budgets=(1e18, 3e18, 1e19), *, per_budget: int = 5,
+                            spreads=(16.0, 64.0), noise=(0.005, 0.01), max_offset: float = 2.5,
+                            target_ratio=(3.0, 10.0)):
+    """(data, law, target) of one random study: the coverage check of docs/scaling.md.
+
+    A law with E in [1.5, 2.5], A in [200, 600], B in [400, 3000], alpha and beta in [0.28, 0.42];
+    ``per_budget`` sizes per budget over a spread drawn from ``spreads`` (16: +-4x, 64: +-8x), centred
+    within a factor ``max_offset`` of N*(C); log-normal noise drawn from ``noise``; a target drawn
+    log-uniformly ``target_ratio`` times above the largest budget.
+    """
+    rng = np.random.default_rng(10_000 + seed)
+    law = ChinchillaLaw(E=rng.uniform(1.5, 2.5), A=rng.uniform(200, 600), B=rng.uniform(400, 3000),
+                        alpha=rng.uniform(0.28, 0.42), beta=rng.uniform(0.28, 0.42))
+    offset = np.exp(rng.uniform(-np.log(max_offset), np.log(max_offset)))
+    c, n = _isoflop_sizes(law.optimal_params(np.asarray(budgets, dtype=float)), budgets, per_budget,
+                          float(rng.choice(spreads)), offset)
+    d = tokens_for_budget(c, n)
+    loss = law.loss(n, d) * np.exp(rng.uniform(*noise) * rng.standard_normal(c.size))
+    target = float(max(budgets) * np.exp(rng.uniform(np.log(target_ratio[0]), np.log(target_ratio[1]))))
+    return ScalingData.from_arrays(n, d, loss, c, source="synthetic"), law, target
+
+
+def random_frontier_study(seed: int, budgets=(1e18, 3e18, 1e19), *, noise=(0.005, 0.01),
+                          target_ratio=(3.0, 10.0)):
+    """(data, true L*(target), target) of a random :func:`synthetic_frontier` world (curvature 0.02-0.1)."""
+    rng = np.random.default_rng(20_000 + seed)
+    law = dict(E=rng.uniform(1.5, 2.5), C0=3e19 * rng.uniform(0.3, 3), gamma=rng.uniform(0.08, 0.16))
+    data = synthetic_frontier(budgets, curvature=rng.uniform(0.02, 0.1), spread=float(rng.choice([16.0, 64.0])),
+                              noise=rng.uniform(*noise), k_n=0.1 * rng.uniform(0.5, 2), seed=seed, **law)
+    target = float(max(budgets) * np.exp(rng.uniform(np.log(target_ratio[0]), np.log(target_ratio[1]))))
+    return data, float(frontier_optimum(target, **law)), target
