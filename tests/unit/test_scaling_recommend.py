@@ -139,3 +139,26 @@ def test_bad_arguments_are_user_errors(study):
         recommend(study, [1e20], noise=-0.1)
     with pytest.raises(UserError, match="floor"):
         recommend(study, [1e20], floor="median")
+
+
+def test_backtest_differences_within_the_noise_are_ties():
+    from types import SimpleNamespace
+
+    from raylm.scaling.backtest import Backtest
+    from raylm.scaling.calibration import SimulatedIntervals
+    from raylm.scaling.recommend import _choose
+
+    point = SimpleNamespace(estimates={"frontier": 0, "approach3": 0, "approach2": 0}, unavailable={})
+    test = Backtest(1e19, 3.0, "parabola minimum", rel_error={"frontier": 0.008, "approach3": 0.002,
+                                                              "approach2": 0.0021})
+    rng = np.random.default_rng(0)
+    common = rng.normal(0, 0.01, 500)
+
+    def sims(sd):  # simulated backtest errors whose paired difference has standard deviation sd
+        errors = {"frontier": common + rng.normal(0, sd, 500), "approach3": common, "approach2": common}
+        return SimulatedIntervals({}, {}, {}, {}, errors)
+
+    assert _choose(point, test, None)[0] == "approach3"  # no simulations: the smallest error
+    name, reason = _choose(point, test, sims(0.01))
+    assert name == "frontier" and "within the noise of the smallest (approach3)" in reason
+    assert _choose(point, test, sims(0.001))[0] == "approach3"  # 0.6% apart is 6 sd: a real difference

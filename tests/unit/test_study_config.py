@@ -92,3 +92,12 @@ def test_missing_fits_print_as_not_available():
 
     assert num(None) == "n/a" and num(float("nan")) == "n/a" and num(3.14159) == "3.1416"
     assert interval([None, 2.0]) == "[n/a, 2.0000]" and interval(None) == "[n/a]"
+
+
+def test_plan_prints_grid_compute_data_and_an_estimate(tmp_path):
+    from raylm.study.plan import plan_text
+
+    study = load_study(write_study(tmp_path))
+    text = plan_text(study, train_tokens=10_000, cpus=2)
+    assert "3 budgets x 3 sizes = 9 runs" in text and "total compute:" in text
+    assert "WARNING: the data repeats" in text and "estimated wall time:" in text and "probe:" in text

@@ -8,7 +8,7 @@ target errors make the pivot intervals; the simulated backtest errors check the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -28,6 +28,15 @@ class SimulatedIntervals:
     refits: dict[str, list[int]]
     scales: dict[str, float]
     backtest_range: dict[str, tuple[float, float]]
+    backtest_errors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # ln(pred/actual) (S,)
+
+    def difference_sd(self, first: str, second: str) -> float:
+        """Standard deviation over the simulated studies of the paired difference of two backtest errors."""
+        if first not in self.backtest_errors or second not in self.backtest_errors:
+            return float("nan")
+        diff = self.backtest_errors[first] - self.backtest_errors[second]
+        diff = diff[np.isfinite(diff)]
+        return float(np.std(diff, ddof=1)) if diff.size > 2 else float("nan")
 
 
 def simulated_intervals(point: PointFit, test: Backtest, noise: NoiseEstimate, budgets, level: float,
@@ -58,7 +67,7 @@ def simulated_intervals(point: PointFit, test: Backtest, noise: NoiseEstimate, b
         bands[name] = (piv.loss, piv.run)
         refits[name] = [int(c) for c in piv.refits]
         scales[name] = scale
-    return SimulatedIntervals(bands, refits, scales, ranges)
+    return SimulatedIntervals(bands, refits, scales, ranges, sim_errors)
 
 
 def _simulated_backtest(point: PointFit, test: Backtest, losses, factors, warm_starts: int, delta: float) -> dict:

@@ -10,10 +10,15 @@ recommended interval is that predictor's own; the choice itself is not simulated
 the coverage measured in docs/scaling.md, which is of the recommended interval).
 
 Recommendation rule: among the predictors available on the full data, the one with the smallest
-|relative error| in the backtest; exact ties go to the first in :data:`APPROACHES` (frontier,
-approach3, approach2, approach1). A predictor without a backtest error (not available on the
-smaller data) ranks after those with one. Without any backtest (fewer than 3 budgets) the first
-available predictor in that order is recommended, and ``reason`` says so.
+|relative error| in the backtest, where differences within the noise are ties and ties go to the
+first in :data:`APPROACHES` (frontier, approach3, approach2, approach1: fewest parameters first).
+"Within the noise": with simulated studies (``bootstrap`` > 0), a predictor earlier in that order
+is preferred to the one with the smallest error when its |ln(1 + error)| exceeds the smallest by no
+more than one standard deviation of the paired difference of the two errors over the simulated
+backtests (a single held-out budget cannot tell them apart better than that); without simulations,
+only exact ties. A predictor without a backtest error (not available on the smaller data) ranks
+after those with one. Without any backtest (fewer than 3 budgets) the first available predictor in
+that order is recommended. ``reason`` says which case applied.
 """
 
 from __future__ import annotations
@@ -151,7 +156,6 @@ def recommend(
                          isoflop_tolerance=isoflop_tolerance)
     point = fit_point(data, budgets, options, curves, approach3)
     test = run_backtest(data, options, curves) if backtest else Backtest(None, None, "", note="not run")
-    approach, reason = _choose(point, test)
     bands, noise_est, sims = {}, None, None
     if bootstrap and point.estimates:
         law_resid = np.log(data.loss) - log_predict(point.theta[0], point.layout.log_n, point.layout.log_d)
@@ -160,6 +164,7 @@ def recommend(
         sims = simulated_intervals(point, test, noise_est, budgets, level, bootstrap, seed, warm_starts,
                                    options.delta)
         bands = sims.bands
+    approach, reason = _choose(point, test, sims)
     predictions = {}
     for name, est in point.estimates.items():
         loss_band, run_band = bands.get(name, (None, None))
@@ -173,18 +178,29 @@ def recommend(
                           noise=noise_est, bootstrap=bootstrap, seed=seed, simulated=sims, point=point)
 
 
-def _choose(point: PointFit, test: Backtest) -> tuple[str | None, str]:
+def _choose(point: PointFit, test: Backtest, sims: SimulatedIntervals | None) -> tuple[str | None, str]:
+    """The rule of the module docstring: smallest backtest error, differences within the noise are ties."""
     available = [k for k in APPROACHES if k in point.estimates]
     if not available:
         return None, "no predictor is available: " + "; ".join(f"{k}: {v}" for k, v in point.unavailable.items())
     ranked = [k for k in test.ranking() if k in available]
-    if ranked:
-        best = ranked[0]
-        errors = ", ".join(f"{k} {test.rel_error[k]:+.2%}" for k in ranked)
-        return best, (f"smallest backtest error predicting the held-out budget C={test.budget:.3g} "
-                      f"({test.actual_source} {test.actual:.4g}): {errors}")
-    why = test.note or "no predictor available on the data without the largest budget"
-    return available[0], f"no backtest ({why}); first available in the order {', '.join(APPROACHES)}"
+    if not ranked:
+        why = test.note or "no predictor available on the data without the largest budget"
+        return available[0], f"no backtest ({why}); first available in the order {', '.join(APPROACHES)}"
+    best = ranked[0]
+    errors = ", ".join(f"{k} {test.rel_error[k]:+.2%}" for k in ranked)
+    why = (f"smallest backtest error predicting the held-out budget C={test.budget:.3g} "
+           f"({test.actual_source} {test.actual:.4g}): {errors}")
+    for name in (k for k in APPROACHES if k in ranked and k != best):
+        if APPROACHES.index(name) > APPROACHES.index(best):
+            break
+        sd = sims.difference_sd(name, best) if sims is not None else float("nan")
+        excess = abs(np.log1p(test.rel_error[name])) - abs(np.log1p(test.rel_error[best]))
+        if np.isfinite(sd) and excess <= sd:
+            return name, (f"backtest error within the noise of the smallest ({best}): {excess:.2%} more, one "
+                          f"simulated standard deviation of the difference is {sd:.2%}; {name} comes first in "
+                          f"the order {', '.join(APPROACHES)}. Errors: {errors}")
+    return best, why
 
 
 def _pair(band, i: int) -> tuple[float, float]:

@@ -10,7 +10,7 @@ from raylm.config import RunConfig
 from raylm.study.config import Study
 from raylm.study.grid import StudyPoint, build_grid, format_grid, point_run, verification_point
 
-TRIAL_OVERHEAD_S = 15.0  # start-up and tear-down of one trial on a running local Ray (measured, bench/)
+TRIAL_OVERHEAD_S = 30.0  # start-up and tear-down of one trial, two at a time on 2 cores (docs/studies.md, bench/)
 PROBE_STEPS = 3
 
 
