@@ -21,9 +21,12 @@ def test_demo_runs_a_study(repo_root, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     for expected in ("raylm demo: a scaling study", "budget", "predictions at the target budget",
-                     "backtest:", "recommended (", "verification: N=", "comparison run", "MLflow parent run:",
+                     "backtest:", "recommended (", "verification: N=", "MLflow parent run:",
                      "workflowType=machine_learning", "demo finished in"):
         assert expected in out, out
+    # the comparison at 20 tokens per parameter is trained unless it picks the recommended model itself
+    compared = "is not trained twice" not in out
+    assert ("comparison run" in out) == compared, out
     assert "Failed to query Ray Train Controller actor state" not in out + done.stderr
     from mlflow.tracking import MlflowClient
 
@@ -31,4 +34,4 @@ def test_demo_runs_a_study(repo_root, tmp_path):
     experiment = client.get_experiment_by_name("studies")
     runs = client.search_runs([experiment.experiment_id])
     kinds = sorted(r.data.tags["raylm.kind"] for r in runs)
-    assert kinds == ["study"] + ["study-point"] * 9 + ["study-verify"] * 2
+    assert kinds == ["study"] + ["study-point"] * 9 + ["study-verify"] * (2 if compared else 1)
