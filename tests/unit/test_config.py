@@ -29,6 +29,10 @@ def test_every_shipped_config_is_valid(repo_root):
             from raylm.tune.sweep_config import load_sweep
 
             load_sweep(path)
+        elif path.name.startswith("study_"):
+            from raylm.study.config import load_study
+
+            load_study(path)
         else:
             load_config(path)
 

@@ -47,4 +47,6 @@ def test_tracking_uri_defaults(tmp_path, monkeypatch):
     assert resolve_tracking_uri(TrackingConfig(), tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert resolve_tracking_uri(TrackingConfig(), tmp_path) == "http://127.0.0.1:5000"
-    assert resolve_tracking_uri(TrackingConfig(tracking_uri="sqlite:///x.db"), tmp_path) == "sqlite:///x.db"
+    # a relative SQLite path is made absolute against the driver's directory (trials run elsewhere)
+    assert resolve_tracking_uri(TrackingConfig(tracking_uri="sqlite:///x.db"), tmp_path) == f"sqlite:///{tmp_path}/x.db"
+    assert resolve_tracking_uri(TrackingConfig(tracking_uri="sqlite:////abs/x.db"), tmp_path) == "sqlite:////abs/x.db"
