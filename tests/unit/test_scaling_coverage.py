@@ -22,6 +22,18 @@ CHEAP_STARTS = np.array([[a, b, e, al, be] for al, be, e, a, b in
 GRID = (1e18, 3e18, 1e19)
 
 
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """These fits are many small matrix products: BLAS threads on a shared 2-core machine cost 2x the CPU."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # not a raylm dependency; the tests only run slower without it
+        yield
+        return
+    with threadpool_limits(1):
+        yield
+
+
 def test_recommended_interval_covers_the_true_optimal_loss():
     """3 budgets x 5 sizes (+-4x or +-8x, off-centre up to 2.5x), 0.5-1% noise, target 3-10x beyond."""
     hits, widths, picks = [], [], []

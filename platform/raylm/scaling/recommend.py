@@ -150,7 +150,7 @@ def recommend(
     budgets = parse_budgets([targets] if isinstance(targets, (str, int, float)) else np.ravel(targets).tolist())
     if not budgets:
         raise UserError("recommend needs at least one target budget (FLOPs, e.g. 1e21)")
-    _check(level, bootstrap, warm_starts, noise_source)
+    _check(level, bootstrap, warm_starts, noise_source, noise)
     groups = tuple(parse_budgets(isoflop_budgets)) if isoflop_budgets else None
     options = FitOptions(starts=starts, delta=delta, floor=floor, isoflop_budgets=groups,
                          isoflop_tolerance=isoflop_tolerance)
@@ -209,11 +209,13 @@ def _pair(band, i: int) -> tuple[float, float]:
     return (float(band[0][i]), float(band[1][i]))
 
 
-def _check(level: float, bootstrap: int, warm_starts: int, noise_source: str) -> None:
+def _check(level: float, bootstrap: int, warm_starts: int, noise_source: str, noise: float | None) -> None:
     if not 0 < level < 1:
         raise UserError(f"interval level must be between 0 and 1, got {level}")
     if bootstrap < 0:
         raise UserError(f"bootstrap simulations must be >= 0, got {bootstrap}")
+    if noise is not None and not (np.isfinite(noise) and noise > 0):
+        raise UserError(f"run noise must be a positive relative standard deviation (e.g. 0.01), got {noise}")
     if noise_source not in ("isoflop", "approach3"):
         raise UserError(f"noise_source must be 'isoflop' or 'approach3', got {noise_source!r}")
     if warm_starts < 1:
