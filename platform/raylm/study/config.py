@@ -25,9 +25,9 @@ from typing import Any, Optional, Union
 from pydantic import Field, ValidationError, model_validator
 
 from raylm.config import Section
-from raylm.config_load import apply_overrides, read_yaml, validate
+from raylm.config_load import read_yaml
 from raylm.errors import ConfigError
-from raylm.tune.sweep_config import TrialsConfig, absolute_paths
+from raylm.tune.sweep_config import TrialsConfig, load_base_run
 
 
 class FamilyConfig(Section):
@@ -107,15 +107,7 @@ def load_study(path: str | Path, overrides: list[tuple[str, str]] = ()) -> Study
     except ValidationError as exc:
         problems = [_describe(e) for e in exc.errors()]
         raise ConfigError(f"{path}: invalid study file:\n  " + "\n  ".join(problems)) from None
-    base_source = str(path)
-    if isinstance(config.base, str):
-        base_path = Path(config.base) if Path(config.base).is_absolute() else path.parent / config.base
-        base_source, base = str(base_path), read_yaml(base_path)
-    else:
-        base = dict(config.base)
-    base = apply_overrides(base, overrides)
-    validate(base, f"{base_source} (the study's base run)", {k for k, _ in overrides})
-    return Study(config, absolute_paths(base), str(path))
+    return Study(config, load_base_run(config.base, path, overrides, "study"), str(path))
 
 
 def _describe(err) -> str:

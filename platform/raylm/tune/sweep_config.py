@@ -95,17 +95,22 @@ def load_sweep(path: str | Path, overrides: list[tuple[str, str]] = ()) -> Sweep
     if config.metric not in METRICS:
         raise ConfigError(f"{path}: metric '{config.metric}' is not reported by training; use one of "
                           f"{', '.join(METRICS)}")
-    base_source = str(path)
-    if isinstance(config.base, str):
-        base_path = (path.parent / config.base) if not Path(config.base).is_absolute() else Path(config.base)
-        base_source = str(base_path)
-        base = read_yaml(base_path)
-    else:
-        base = dict(config.base)
-    base = apply_overrides(base, overrides)
-    validate(base, f"{base_source} (the sweep's base run)", {k for k, _ in overrides})
-    base = absolute_paths(base)
+    base = load_base_run(config.base, path, overrides, "sweep")
     return Sweep(config, base, check_search(config.search, base), str(path))
+
+
+def load_base_run(base: str | dict[str, Any], path: Path, overrides, kind: str) -> dict[str, Any]:
+    """The base run of a sweep or study file: a run config file (relative to ``path``) or the run inline,
+    with ``overrides`` applied, validated, and its local paths made absolute."""
+    source = str(path)
+    if isinstance(base, str):
+        base_path = Path(base) if Path(base).is_absolute() else path.parent / base
+        source, base = str(base_path), read_yaml(base_path)
+    else:
+        base = dict(base)
+    base = apply_overrides(base, overrides)
+    validate(base, f"{source} (the {kind}'s base run)", {k for k, _ in overrides})
+    return absolute_paths(base)
 
 
 def absolute_paths(base: dict[str, Any], cwd: Path | None = None) -> dict[str, Any]:
