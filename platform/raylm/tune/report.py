@@ -73,12 +73,9 @@ def plot_metric_vs_lr(rows: list[TrialRow], path: Path, metric: str, series_key:
     points = [r for r in rows if "train.lr" in r.values and r.best is not None and math.isfinite(r.best)]
     if not points:
         return False
-    import matplotlib
+    from raylm.scaling.plots import _figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure(7, 4.5)
     for name, group in _groups(points, series_key).items():
         group = sorted(group, key=lambda r: r.values["train.lr"])
         ax.plot([r.values["train.lr"] for r in group], [r.best for r in group], "o-", label=name)
@@ -89,11 +86,7 @@ def plot_metric_vs_lr(rows: list[TrialRow], path: Path, metric: str, series_key:
     ax.set_xlabel("peak learning rate (train.lr)")
     ax.set_ylabel(f"best {metric}")
     ax.set_title(f"{metric} against learning rate (x: stopped early)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(ax, fig, path)
     return True
 
 
@@ -103,12 +96,9 @@ def plot_best_curves(rows: list[TrialRow], path: Path, metric: str, mode: str = 
     with_curves = [r for r in rows if r.curve and r.best is not None]
     if not with_curves:
         return False
-    import matplotlib
+    from raylm.scaling.plots import _figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure(7, 4.5)
     for name, group in _groups(with_curves, series_key).items():
         best = ranked(group, mode)[0]
         steps, values = zip(*best.curve, strict=True)
@@ -117,12 +107,16 @@ def plot_best_curves(rows: list[TrialRow], path: Path, metric: str, mode: str = 
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(metric)
     ax.set_title(f"best trial of each {series_key if _has(rows, series_key) else 'sweep'}")
+    _finish(ax, fig, path)
+    return True
+
+
+def _finish(ax, fig, path: Path) -> None:
+    from raylm.scaling.plots import _save
+
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    _save(fig, path)
 
 
 def _has(rows: list[TrialRow], key: str) -> bool:
