@@ -20,18 +20,7 @@ LEVEL = 0.9
 CHEAP_STARTS = np.array([[a, b, e, al, be] for al, be, e, a, b in
                          itertools.product([0.3, 0.6], [0.3, 0.6], [0.0, 0.7], [4.0, 8.0], [4.0, 8.0])])
 GRID = (1e18, 3e18, 1e19)
-
-
-@pytest.fixture(autouse=True)
-def one_blas_thread():
-    """These fits are many small matrix products: BLAS threads on a shared 2-core machine cost 2x the CPU."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # not a raylm dependency; the tests only run slower without it
-        yield
-        return
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def test_recommended_interval_covers_the_true_optimal_loss():

@@ -19,21 +19,10 @@ from raylm.scaling.recommend import recommend
 from raylm.scaling.synthetic import synthetic_isoflop
 from raylm.scaling.synthetic_studies import synthetic_curves
 
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 LAW = BESIROGLU_2024
 GRID = (1e18, 3e18, 1e19)
 TARGETS = [3e19, 1e20]
-
-
-@pytest.fixture(autouse=True)
-def one_blas_thread():
-    """These fits are many small matrix products: BLAS threads on a shared 2-core machine cost 2x the CPU."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # not a raylm dependency; the tests only run slower without it
-        yield
-        return
-    with threadpool_limits(1):
-        yield
 
 
 @pytest.fixture(scope="module")
