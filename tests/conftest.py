@@ -27,3 +27,26 @@ def run_cli(*args: str, cwd: Path = REPO_ROOT, env: dict | None = None) -> subpr
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto's S3 API server on 127.0.0.1, started once per session (see tests/services.py)."""
+    from tests.services import start_s3_server
+
+    server = start_s3_server(tmp_path_factory.mktemp("s3-server"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server on 127.0.0.1, started once per session; skipped where PostgreSQL is not
+    installed (`.ci/run` installs it)."""
+    from tests.services import postgres_available, start_postgres
+
+    if not postgres_available():
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    server = start_postgres()
+    yield server
+    server.stop()

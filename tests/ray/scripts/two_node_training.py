@@ -42,8 +42,11 @@ def main(workdir: Path) -> None:
     cfg = tiny_config(workdir, train={"max_steps": 4, "log_every": 1, "eval_every": 2, "checkpoint_every": 4})
     result = run_training(cfg)
     probe = ray.remote(num_cpus=1)(_imports_mlflow).remote()
-    print(json.dumps({"run_id": result.mlflow_run_id, "tracking_uri": result.tracking_uri,
-                      "worker_node": worker_node.node_id, "poisoned": ray.get(probe)}), flush=True)
+    # The result goes to a file: Ray streams worker log lines to stdout after this point.
+    (workdir / "result.json").write_text(json.dumps({"run_id": result.mlflow_run_id,
+                                                      "tracking_uri": result.tracking_uri,
+                                                      "worker_node": worker_node.node_id,
+                                                      "poisoned": ray.get(probe)}))
     ray.shutdown()
     cluster.shutdown()
 
