@@ -27,8 +27,9 @@ demo: install
 bench: install
 	@set -e; ls bench/*.py >/dev/null 2>&1 || { echo "no benchmarks yet"; exit 0; }; for script in bench/*.py; do echo "== $$script"; $(PY) $$script; done
 
+# The MLflow UI of ./mlflow.db (or $MLFLOW_TRACKING_URI) on 127.0.0.1:5000, one worker: up in seconds.
 ui: install
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	$(PY) -m raylm.cli ui $(UI_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check platform tests jobs bench

@@ -204,6 +204,10 @@ class TrackingConfig(Section):
     )
     experiment: str = "raylm"
     run_name: Optional[str] = None
+    system_metrics_every_s: float = Field(
+        10.0, ge=0, description="Seconds between samples of CPU, memory, disk, network and GPU use, logged by "
+        "the first worker of each node as system/... metrics (MLflow's names); 0 turns them off."
+    )
 
 
 class RunConfig(Section):

@@ -8,6 +8,9 @@ import socket
 
 LOCALHOST = "127.0.0.1"
 DASHBOARD_PORT = 8265  # Ray's default
+# what the workers need to reach s3:// and gs:// storage (raylm.storage) and MLflow's S3 artifact store
+STORAGE_ENV_PREFIXES = ("AWS_",)
+STORAGE_ENV = ("MLFLOW_S3_ENDPOINT_URL", "MLFLOW_S3_IGNORE_TLS", "GOOGLE_APPLICATION_CREDENTIALS")
 
 
 def connect_ray(address: str | None = None) -> None:
@@ -38,13 +41,28 @@ def start_local_ray(**init_kwargs) -> None:
     on the machine (another sweep, a test cluster) the cleaner asks the wrong cluster, fails, and
     never frees a stopped trial's workers. ``RAY_API_SERVER_ADDRESS``, set before Ray starts, is
     inherited by every Ray process and names this instance's dashboard.
+
+    The storage variables of this process (:func:`storage_env`: credentials and endpoints) go to every
+    worker through the job's ``runtime_env``, never into logs or params. On a cluster, the job's own
+    ``runtime_env`` carries them (docs/storage.md).
     """
     import ray
 
+    env = storage_env()
+    if env:
+        runtime_env = dict(init_kwargs.pop("runtime_env", None) or {})
+        runtime_env["env_vars"] = {**env, **runtime_env.get("env_vars", {})}
+        init_kwargs["runtime_env"] = runtime_env
     port = dashboard_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://{LOCALHOST}:{port}"
     ray.init(include_dashboard=True, dashboard_host=LOCALHOST, dashboard_port=port, _node_ip_address=LOCALHOST,
              **init_kwargs)
+
+
+def storage_env() -> dict[str, str]:
+    """This process's variables that configure storage access (``AWS_*``, ``MLFLOW_S3_ENDPOINT_URL``,
+    ``GOOGLE_APPLICATION_CREDENTIALS``)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(STORAGE_ENV_PREFIXES) or k in STORAGE_ENV}
 
 
 def dashboard_port() -> int:

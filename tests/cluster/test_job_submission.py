@@ -147,6 +147,7 @@ def test_pretrain_job_trains_and_logs(ray_head, workdir, outputs):
 
 
 def test_sweep_job_runs_its_trials(ray_head, workdir, outputs):
+    (outputs / "sweep").mkdir(exist_ok=True)
     path = write_sweep(outputs / "sweep", {"train.lr": {"grid": [1e-3, 3e-3]}})
     sweep = yaml.safe_load(path.read_text())
     sweep["base"]["data"]["shards_dir"] = str(outputs / "tokens")
@@ -164,6 +165,7 @@ def test_sweep_job_runs_its_trials(ray_head, workdir, outputs):
 
 
 def study_file(outputs: Path, name: str, **settings) -> Path:
+    (outputs / name).mkdir(exist_ok=True)
     path = write_study(outputs / name, name=name, **settings)
     study = yaml.safe_load(path.read_text())
     study["base"]["data"]["shards_dir"] = str(outputs / "tokens")
@@ -209,7 +211,9 @@ def test_stopping_a_study_job_ends_its_runs_killed(ray_head, workdir, outputs):
     found = runs(outputs, "job-stopped")
     (parent,) = [r for r in found if r.data.tags.get("raylm.kind") == "study"]
     points = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert points and not [r.info.run_name for r in found if r.info.status == "RUNNING"]
-    assert parent.info.status == "KILLED"
-    assert any(p.info.status == "KILLED" for p in points)
+    statuses = {r.info.run_name: (r.info.status, r.data.tags.get("raylm.error")) for r in found}
+    context = f"{statuses}\n{job_logs(ray_head, job_id)[-5000:]}"
+    assert points and not [name for name, (status, _) in statuses.items() if status == "RUNNING"], context
+    assert parent.info.status == "KILLED", context
+    assert any(p.info.status == "KILLED" for p in points), context
     assert sum(p.info.status == "FINISHED" for p in points) < 9  # the study did not carry on

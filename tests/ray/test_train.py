@@ -53,6 +53,11 @@ def test_zero2_matches_reference_and_checkpoints_hold_every_rank(workdir, zero2_
     assert (zero2_run.model_dir / "model.safetensors").exists()
     assert set(logged_curve(zero2_run, "val/loss")) == {4}
     assert {"train/lr", "train/grad_norm", "perf/tokens_per_second", "perf/mfu"} <= set(_metric_names(zero2_run))
+    # system metrics (MLflow's names), sampled by the first worker of the node; steps count samples from 0
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes",
+            "system/system_memory_usage_percentage"} <= set(_metric_names(zero2_run))
+    memory = metric_history(zero2_run, "system/system_memory_usage_percentage")
+    assert [m.step for m in memory] == list(range(len(memory))) and all(0 < m.value < 100 for m in memory)
 
 
 def test_resume_continues_exactly(workdir, zero2_run):

@@ -4,7 +4,8 @@ Pure Python, numpy and torch over the Parquet shards (no Ray). With ``N`` packed
 split and ``world_size`` workers, rank ``r`` owns the contiguous sequences
 ``[r * n, (r + 1) * n)`` with ``n = N // world_size`` (the last ``N % world_size`` are never
 used and are reported by :attr:`TokenLoader.dropped_per_epoch`), so each worker reads only its
-own part of the shards.
+own part of the shards. The dataset directory may be a URI (``s3://...``): the shards are read
+through pyarrow's filesystems (:mod:`raylm.storage`).
 
 Each epoch visits a rank's ``n`` sequences in an order fixed by ``(seed, epoch, rank)``: its
 part is cut into chunks of ``chunk_size`` sequences, the chunk order is permuted, and every
@@ -26,6 +27,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 import torch
 
+from raylm import storage
 from raylm.data.manifest import read_manifest
 from raylm.data.shards import ShardReader
 from raylm.errors import UserError
@@ -114,7 +116,7 @@ class TokenLoader:
             raise ValueError(f"rank ({rank}) must be in [0, world_size={world_size})")
         if batch_size < 1 or chunk_size < 1 or window_chunks < 1:
             raise ValueError("batch_size, chunk_size and window_chunks must be positive")
-        self.directory, self.split = Path(directory), split
+        self.directory, self.split = storage.location(directory), split  # a local path or a URI
         self.manifest = read_manifest(directory)
         self.reader = ShardReader(directory, self.manifest, split)
         self.reader.check()

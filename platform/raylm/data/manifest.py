@@ -1,8 +1,8 @@
 """``manifest.json``: what a token dataset directory holds and how it was made.
 
-A dataset directory (``<data.shards_dir>/<key>/``) contains ``manifest.json``,
-``tokenizer.json`` and ``<split>/shard-NNNNN.parquet`` files. The manifest is written last;
-its presence marks a complete dataset. It records no time stamps, so two runs over the same
+A dataset directory (``<data.shards_dir>/<key>/``, local or a URI) contains ``manifest.json``,
+``tokenizer.json`` and ``<split>/shard-NNNNN.parquet`` files. The manifest is written (or
+uploaded) last; its presence marks a complete dataset. It records no time stamps, so two runs over the same
 inputs write identical files. Format (version 1)::
 
     format_version    1
@@ -28,6 +28,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from raylm import storage
 from raylm.errors import UserError
 
 FORMAT_VERSION = 1
@@ -107,12 +108,15 @@ def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
 
 
 def read_manifest(directory: str | Path) -> Manifest:
-    """Read and check a dataset's manifest; every problem is a :class:`UserError` naming the file."""
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
+    """Read and check a dataset's manifest (a local directory or a URI, :mod:`raylm.storage`); every problem
+    is a :class:`UserError` naming the file."""
+    path = storage.join(directory, MANIFEST)
+    with storage.errors(directory, "read the token dataset at"):
+        found = storage.is_file(path)
+    if not found:
         raise UserError(f"no {MANIFEST} in {directory}; run `raylm tokenize` to build the token dataset first")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(storage.read_text(path))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"cannot read {path}: {exc}; delete {directory} and run `raylm tokenize` again") from None
     version = data.get("format_version") if isinstance(data, dict) else None

@@ -6,18 +6,24 @@ sha256, ``seq_len``, ``val_fraction``, ``max_docs``, ``shard_size`` and the form
 directory with a ``manifest.json`` of that key is reused as is. A trained tokenizer is cached
 the same way under ``<data.shards_dir>/tokenizers/``. Builds go to a temporary directory that is
 renamed into place, so an interrupted run leaves nothing that looks complete.
+
+``data.shards_dir`` may be a URI (``s3://bucket/tokens``, :mod:`raylm.storage`): the dataset is
+built in a local temporary directory and uploaded with its manifest last, so a dataset whose
+upload was interrupted has no manifest and counts as absent (the next run rebuilds it).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from raylm import storage
 from raylm.config import DataConfig, RunConfig
 from raylm.data.corpus import CorpusSource, iter_documents, resolve_corpus
 from raylm.data.documents import is_validation, stable_hash
@@ -32,15 +38,21 @@ TOKENIZER_FILE = "tokenizer.json"
 
 @dataclass
 class PreparedDataset:
-    """A complete token dataset directory and its manifest; ``reused`` when nothing was recomputed."""
+    """A complete token dataset directory (a ``Path``, or a URI string) and its manifest; ``reused`` when
+    nothing was recomputed."""
 
-    directory: Path
+    directory: Path | str
     manifest: Manifest
     reused: bool
 
     @property
-    def tokenizer_path(self) -> Path:
-        return self.directory / TOKENIZER_FILE
+    def tokenizer_path(self) -> Path | str:
+        return storage.location(storage.join(self.directory, TOKENIZER_FILE))
+
+    @property
+    def location(self) -> str:
+        """The directory as every process can name it: an absolute path, or the URI."""
+        return storage.absolute(self.directory)
 
     def special_tokens(self) -> SpecialTokens:
         return SpecialTokens.from_dict(self.manifest.tokenizer["special_tokens"])
@@ -67,14 +79,17 @@ def build_dataset(
         )
     sha = tokenizer_hash(tokenizer)
     key = dataset_key(source, sha, seq_len, data)
-    out = Path(data.shards_dir) / key
-    if not force and (out / MANIFEST).is_file():
+    out = storage.location(storage.join(data.shards_dir, key))
+    if not force and _is_complete(out):
         manifest = read_manifest(out)
         if manifest.key == key:
             log(f"tokenize: reusing {out} (same corpus, tokenizer and settings; --force rebuilds it)")
             return PreparedDataset(out, manifest, reused=True)
+    remote = storage.is_uri(out)
+    if remote:
+        storage.check_writable(data.shards_dir, "data.shards_dir")
     connect_ray()
-    tmp = out.with_name(f".{key}.tmp-{os.getpid()}")
+    tmp = Path(tempfile.mkdtemp(prefix=f"raylm-{key}-")) / key if remote else out.with_name(f".{key}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         output = run_pipeline(
@@ -96,13 +111,32 @@ def build_dataset(
         _check_output(manifest, data.corpus, seq_len, log)
         save_tokenizer(tokenizer, tmp / TOKENIZER_FILE)
         write_manifest(tmp, manifest)
-        if force or not (out / MANIFEST).is_file():  # else a concurrent run just wrote the same dataset
+        if remote:
+            _publish_remote(tmp, out, force)
+        elif force or not (out / MANIFEST).is_file():  # else a concurrent run just wrote the same dataset
             shutil.rmtree(out, ignore_errors=True)
             tmp.replace(out)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp.parent if remote else tmp, ignore_errors=True)
     log(f"tokenize: wrote {out}")
     return PreparedDataset(out, manifest, reused=False)
+
+
+def _is_complete(directory: Path | str) -> bool:
+    """Whether ``directory`` holds a manifest (the mark of a complete dataset)."""
+    with storage.errors(directory, "read the token dataset at"):
+        return storage.is_file(storage.join(directory, MANIFEST))
+
+
+def _publish_remote(local: Path, out: str, force: bool) -> None:
+    """Upload a built dataset to the URI ``out``, its manifest last; keep a complete one a concurrent run
+    published meanwhile (same key, same bytes) unless ``force``."""
+    with storage.errors(out, "upload the token dataset to"):
+        if not force and storage.is_file(storage.join(out, MANIFEST)):
+            return
+        storage.delete_file(storage.join(out, MANIFEST))  # first: a half-replaced dataset must look absent
+        storage.delete_dir(out)
+        storage.upload_dir(local, out, last=(MANIFEST,))
 
 
 def dataset_key(source: CorpusSource, tokenizer_sha: str, seq_len: int, data: DataConfig) -> str:
@@ -144,10 +178,14 @@ def obtain_tokenizer(data: DataConfig, source: CorpusSource, vocab_size: int, lo
         "sample_bytes": data.tokenizer_sample_bytes, "val_fraction": data.val_fraction,
         "max_docs": data.max_docs, "source": source.fingerprint(),
     }
-    cached = Path(data.shards_dir) / "tokenizers" / f"{data.tokenizer}-{stable_hash(settings, size=8)}.json"
-    if cached.is_file():
+    cached = storage.join(data.shards_dir, "tokenizers", f"{data.tokenizer}-{stable_hash(settings, size=8)}.json")
+    with storage.errors(data.shards_dir, "read the tokenizer cache in"):
+        found = storage.is_file(cached)
+    if found:
         log(f"tokenizer: reusing {cached}")
-        return load_tokenizer(cached), data.tokenizer
+        return _load_cached(cached), data.tokenizer
+    if storage.is_uri(cached):
+        storage.check_writable(data.shards_dir, "data.shards_dir")  # before training, not after
     texts = list(training_sample(source, data))
     if not texts:
         raise UserError(f"corpus {data.corpus!r} holds no text to train a tokenizer on; point data.corpus at text")
@@ -155,8 +193,28 @@ def obtain_tokenizer(data: DataConfig, source: CorpusSource, vocab_size: int, lo
     log(f"tokenizer: training {data.tokenizer} ({vocab_size} tokens) on {len(texts)} docs, {size / 1e6:.1f}M chars")
     start = time.perf_counter()
     tokenizer = train_tokenizer(texts, data.tokenizer, vocab_size, data.num_sentinels, show_progress=False)
-    log(f"tokenizer: trained in {time.perf_counter() - start:.1f}s, saved to {save_tokenizer(tokenizer, cached)}")
+    log(f"tokenizer: trained in {time.perf_counter() - start:.1f}s, saved to {_save_cached(tokenizer, cached)}")
     return tokenizer, data.tokenizer
+
+
+def _load_cached(cached: str) -> Tokenizer:
+    """A cached tokenizer, from a local file or a URI."""
+    if not storage.is_uri(cached):
+        return load_tokenizer(cached)
+    with tempfile.TemporaryDirectory(prefix="raylm-tokenizer-") as local:
+        path = Path(local) / TOKENIZER_FILE
+        with storage.errors(cached, "read"):
+            path.write_bytes(storage.read_bytes(cached))
+        return load_tokenizer(path)
+
+
+def _save_cached(tokenizer: Tokenizer, cached: str) -> str:
+    """Cache a trained tokenizer at ``cached`` (a local path or a URI); returns where."""
+    if not storage.is_uri(cached):
+        return str(save_tokenizer(tokenizer, cached))
+    with storage.errors(cached, "write"):
+        storage.write_text(cached, tokenizer.to_str())
+    return cached
 
 
 def training_sample(source: CorpusSource, data: DataConfig):

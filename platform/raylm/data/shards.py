@@ -3,7 +3,9 @@
 A shard has one column, ``tokens``, of type ``fixed_size_list<int32>[seq_len + 1]``: one row per
 packed block, in stream order. Sequence ``i`` of a split is row ``i - offset`` of the shard whose
 range holds it (shards in manifest order). Shards are zstd-compressed with row groups of
-``ROW_GROUP`` rows, so a reader decodes only the row groups it needs.
+``ROW_GROUP`` rows, so a reader decodes only the row groups it needs. Shards are written to a
+local directory; they are read from a local directory or a URI (``s3://``, through pyarrow's
+filesystems, :mod:`raylm.storage`), fetching only the byte ranges of those row groups.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from raylm import storage
 from raylm.data.manifest import Manifest, ShardInfo
 from raylm.data.packing import TOKEN_DTYPE
 from raylm.errors import UserError
@@ -75,7 +79,7 @@ class ShardWriter:
         self.shards.append(ShardInfo(relative, int(len(head)), file_sha256(path)))
 
 
-def _corrupt(path: Path, problem: str, directory: Path) -> UserError:
+def _corrupt(path: str, problem: str, directory: str | Path) -> UserError:
     return UserError(
         f"corrupt token shard {path}: {problem}; delete {directory} and run `raylm tokenize` again to rebuild it"
     )
@@ -85,7 +89,8 @@ class ShardReader:
     """Random access to the sequences of one split: ``read(start, stop)`` -> ``(stop-start, block_len)``."""
 
     def __init__(self, directory: str | Path, manifest: Manifest, split: str, cache_files: int = 8):
-        self.directory = Path(directory)
+        self.directory = storage.location(directory)  # a local path or a URI (raylm.storage)
+        self._filesystem, self._root = storage.resolve(directory)
         self.block_len = manifest.block_len
         self.shards = manifest.split(split).shards
         counts = [s.sequences for s in self.shards]
@@ -106,11 +111,16 @@ class ShardReader:
             self._files.move_to_end(index)
             return self._files[index]
         info = self.shards[index]
-        path = self.directory / info.file
-        if not path.is_file():
+        path = storage.join(self.directory, info.file)
+        source = f"{self._root}/{info.file}"
+        try:
+            found = self._filesystem.get_file_info(source).type == pafs.FileType.File
+        except OSError as exc:
+            raise UserError(f"cannot read token shard {path}: {exc}; {storage.hint(path)}") from None
+        if not found:
             raise _corrupt(path, "file missing", self.directory)
         try:
-            parquet = pq.ParquetFile(path)
+            parquet = pq.ParquetFile(source, filesystem=self._filesystem)
         except (pa.ArrowInvalid, OSError) as exc:
             raise _corrupt(path, str(exc), self.directory) from None
         meta = parquet.metadata
@@ -144,7 +154,7 @@ class ShardReader:
         parquet, starts = self._open(index)
         first = int(np.searchsorted(starts, start, side="right") - 1)
         last = int(np.searchsorted(starts, stop - 1, side="right") - 1)
-        path = self.directory / self.shards[index].file
+        path = storage.join(self.directory, self.shards[index].file)
         try:
             table = parquet.read_row_groups(list(range(first, last + 1)), columns=[COLUMN])
             flat = table.column(COLUMN).combine_chunks().flatten().to_numpy()

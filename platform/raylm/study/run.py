@@ -54,7 +54,9 @@ def run_study(study: Study, address: str | None = None, log=print) -> StudyOutco
     from raylm.tracking.writer import start_writer, stop_writer
     from raylm.train.run import prepare_data
     from raylm.tune.sweep import concurrency, trial_demand
+    from raylm.tune.sweep_config import check_local_directory
 
+    check_local_directory(study.config.output_dir, "the study's output_dir", "study")
     started = time.time()
     grid = build_grid(study)
     first = RunConfig.from_dict(point_run(study, grid[0]), "the study's first grid point")
@@ -73,7 +75,7 @@ def run_study(study: Study, address: str | None = None, log=print) -> StudyOutco
         parent = _parent(writer, study, study_key, directory)
         context = {"base": study.base, "writer": writer, "parent_run_id": parent.run_id,
                    "storage_root": str(directory / "points"), "kind": "study-point",
-                   "dataset_dir": str(dataset.directory.resolve())}
+                   "dataset_dir": dataset.location}
         results = _train(grid, keys, context, writer, parent, parallel_trials, directory, study, log)
         from raylm.study.analysis import analyse
 

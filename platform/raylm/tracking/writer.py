@@ -18,6 +18,7 @@ from typing import Any
 
 from raylm.config import TrackingConfig
 from raylm.tracking.mlflow_run import MlflowRun
+from raylm.tracking.shutdown import install_sigterm_handler, remove_sigterm_handler
 
 NAMESPACE = "raylm"
 # Run methods the writer forwards; anything else is refused (the actor is not a general RPC).
@@ -51,6 +52,16 @@ class TrackingWriter:
         run = MlflowRun.find(uri, experiment, tag, value)
         return run.handle() if run else None
 
+    def end_open_runs(self, status: str, error: str) -> list[str]:
+        """End every run this writer holds that is still running as ``status`` (the job was stopped);
+        returns their ids. Runs that already ended keep their status."""
+        ended = []
+        for run_id, run in self._runs.items():
+            if run.status() in (None, "RUNNING"):
+                run.finish(status, error=error)
+                ended.append(run_id)
+        return ended
+
     def ping(self) -> bool:
         return True
 
@@ -75,6 +86,7 @@ def start_writer() -> str:
     ).remote()
     ray.get(actor.ping.remote())
     _STARTED[name] = actor
+    install_sigterm_handler()  # `ray job stop` ends this driver's open runs as KILLED
     return name
 
 
@@ -91,9 +103,24 @@ def stop_writer(name: str) -> None:
     import ray
 
     actor = _STARTED.pop(name, None)
+    if not _STARTED:
+        remove_sigterm_handler()
     if actor is not None:
         ray.get(actor.ping.remote())
         ray.kill(actor)
+
+
+def end_open_runs(status: str, error: str, timeout_s: float = 10.0) -> list[str]:
+    """End the still-running runs of every writer this driver started (see :mod:`raylm.tracking.shutdown`)."""
+    import ray
+
+    ended: list[str] = []
+    for actor in list(_STARTED.values()):
+        try:
+            ended += ray.get(actor.end_open_runs.remote(status, error), timeout=timeout_s)
+        except Exception:  # noqa: BLE001 - a stopping job must still exit; the other writers still get asked
+            continue
+    return ended
 
 
 def _writer(name: str):
@@ -193,12 +220,12 @@ class RemoteRun:
         """End as ``status`` unless already ended (see :meth:`MlflowRun.finish`); waits for the writer."""
         self._ask("finish", status, error, force)
 
-    def flush(self) -> None:
-        """Wait until everything sent so far is written."""
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait (at most ``timeout`` s, if given) until everything sent so far is written."""
         import ray
 
         if self.enabled:
-            ray.get(self.actor.ping.remote())
+            ray.get(self.actor.ping.remote(), timeout=timeout)
 
     def handle(self) -> dict[str, Any]:
         """What another process needs to log into this run (a plain dict)."""

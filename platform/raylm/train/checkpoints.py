@@ -7,7 +7,9 @@ states on rank 0 or every rank under ZeRO-3, and each rank's optimizer partition
 passes its directory to ``ray.train.report``, which merges them into one checkpoint in
 storage; a checkpoint passed by rank 0 alone would lose the other ranks' optimizer shards.
 Ray registers a checkpoint only after all of it is persisted, so a crash during a save
-leaves the previous checkpoint as the latest one.
+leaves the previous checkpoint as the latest one. Storage is Ray Train's ``storage_path``: a
+local directory (a mount every node sees) or a URI (``s3://...``); a checkpoint to continue from
+may be either (:mod:`raylm.storage`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from raylm import storage
 from raylm.parallel.experts import expert_load_fn, save_local_experts
 
 DEEPSPEED_TAG = "deepspeed"
@@ -33,7 +36,7 @@ def checkpoint_dir_name(step: int) -> str:
 class RestoredState:
     step: int          # optimizer steps already taken
     loader: dict       # the train loader's state_dict
-    path: str          # where the checkpoint was read from
+    path: str          # where the checkpoint was read from (a local path or a URI)
 
 
 def save_and_report(engine, step: int, loader_state: dict, rank: int, metrics: dict, swa=None) -> None:
@@ -56,18 +59,27 @@ def save_and_report(engine, step: int, loader_state: dict, rank: int, metrics: d
 
 
 def missing_ranks(directory: str | Path, world_size: int) -> list[int]:
-    """Ranks whose files are absent from a merged checkpoint directory."""
-    directory = Path(directory)
-    return [r for r in range(world_size) if not (directory / f"rank{r}.json").exists()]
+    """Ranks whose files are absent from a merged checkpoint directory (a local path or a URI)."""
+    return [r for r in range(world_size) if not storage.exists(storage.join(directory, f"rank{r}.json"))]
 
 
-def latest_complete(storage_dir: str | Path, world_size: int) -> Path | None:
-    """The newest ``step_*`` directory of a run that holds every rank's part."""
-    candidates = sorted(Path(storage_dir).glob("step_*"), reverse=True)
-    for directory in candidates:
-        if not missing_ranks(directory, world_size) and (directory / DEEPSPEED_TAG).is_dir():
-            return directory
+def latest_complete(storage_dir: str | Path, world_size: int) -> Path | str | None:
+    """The newest ``step_*`` directory of a run that holds every rank's part (a ``Path``, or a URI string
+    when ``storage_dir`` is a URI)."""
+    for name in reversed(storage.list_dirs(storage_dir, "step_*")):
+        directory = storage.join(storage_dir, name)
+        if not missing_ranks(directory, world_size) and storage.is_dir(storage.join(directory, DEEPSPEED_TAG)):
+            return storage.location(directory)
     return None
+
+
+def checkpoint_at(location: str | Path):
+    """A Ray Train checkpoint of the directory ``location`` (a local path or a URI)."""
+    import ray.train
+
+    if storage.is_uri(location):
+        return ray.train.Checkpoint(path=str(location))
+    return ray.train.Checkpoint.from_directory(str(location))
 
 
 def restore(engine, rank: int, world_size: int, storage_dir: str, resume_from: str | None = None,
@@ -80,9 +92,8 @@ def restore(engine, rank: int, world_size: int, storage_dir: str, resume_from: s
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        own = latest_complete(storage_dir, world_size)
-        source = own or (Path(resume_from) if resume_from else None)
-        checkpoint = ray.train.Checkpoint.from_directory(str(source)) if source else None
+        source = latest_complete(storage_dir, world_size) or resume_from
+        checkpoint = checkpoint_at(source) if source else None
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:
@@ -98,7 +109,8 @@ def restore(engine, rank: int, world_size: int, storage_dir: str, resume_from: s
         torch.set_rng_state(rng["torch"])
         if swa is not None:
             _restore_average(swa, Path(directory) / f"rank{rank}_swa.pt", state["step"])
-    return RestoredState(step=state["step"], loader=state["loader"], path=checkpoint.path)
+    return RestoredState(step=state["step"], loader=state["loader"],
+                         path=storage.to_uri(checkpoint.filesystem, checkpoint.path))
 
 
 def _restore_average(swa, path: Path, step: int) -> None:

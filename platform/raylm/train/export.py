@@ -3,7 +3,9 @@
 Under ZeRO-3 the parameters are partitioned, so all ranks first gather them; under pipeline
 parallelism each stage holds its own layers, gathered by
 :func:`raylm.parallel.pipeline.pipeline_state_dict`. The model is written to a temporary
-directory and renamed into place: a crash leaves no half-written model. With ``optim.swa`` the
+directory and renamed into place: a crash leaves no half-written model. When ``output_dir`` is a
+URI (``s3://...``, :mod:`raylm.storage`) the model is written locally and uploaded with its
+``model_config.yaml`` last (what marks a model directory). With ``optim.swa`` the
 weight average (:mod:`raylm.train.swa`) is what is written: the plan allows it only where each
 rank holds every parameter (no ZeRO-3, pipeline or expert parallelism).
 """
@@ -12,10 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch.distributed as dist
 
+from raylm import storage
 from raylm.config import RunConfig
 from raylm.parallel.experts import full_state_dict
 from raylm.parallel.plan import ParallelPlan
@@ -61,14 +65,32 @@ def _model_from(state: dict, cfg: RunConfig):
 
 
 def _write(model, cfg: RunConfig, runtime: dict) -> None:
-    from raylm.model.checkpoint import save_model
+    target = runtime["model_dir"]
+    if storage.is_uri(target):
+        from raylm.model.checkpoint import CONFIG_FILE
 
-    target = Path(runtime["model_dir"])
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    save_model(model, cfg.model, partial, tokenizer_path=runtime.get("tokenizer_path"))
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
+        with tempfile.TemporaryDirectory(prefix="raylm-model-") as local:
+            _save(model, cfg, Path(local) / "model", runtime.get("tokenizer_path"))
+            storage.delete_file(storage.join(target, CONFIG_FILE))  # first: a half-replaced model must look absent
+            storage.delete_dir(target)
+            storage.upload_dir(Path(local) / "model", target, last=(CONFIG_FILE,))
+    else:
+        target = Path(target)
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        _save(model, cfg, partial, runtime.get("tokenizer_path"))
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
     from raylm.train.loop import worker_print
 
     worker_print(f"model written to {target}")
+
+
+def _save(model, cfg: RunConfig, directory: Path, tokenizer_path: str | None) -> None:
+    """Write the model to the local ``directory``, with the dataset's tokenizer (a local path or a URI)."""
+    from raylm.model.checkpoint import TOKENIZER_FILE, save_model
+
+    remote = tokenizer_path is not None and storage.is_uri(tokenizer_path)
+    save_model(model, cfg.model, directory, tokenizer_path=None if remote else tokenizer_path)
+    if remote:
+        (directory / TOKENIZER_FILE).write_bytes(storage.read_bytes(tokenizer_path))

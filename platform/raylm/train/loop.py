@@ -12,11 +12,11 @@ import contextlib
 import math
 import os
 import sys
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+from raylm import storage
 from raylm.config import RunConfig
 from raylm.data.loader import TokenLoader
 from raylm.data.tokenizer import SpecialTokens
@@ -25,6 +25,7 @@ from raylm.parallel.engine import init_distributed, make_training_engine
 from raylm.parallel.experts import global_grad_norm
 from raylm.parallel.pipeline import pipeline_coords, pipeline_eval_loss, pipeline_train_step
 from raylm.parallel.plan import make_plan
+from raylm.tracking.system_metrics import node_sampler
 from raylm.tracking.writer import RemoteRun
 from raylm.train import checkpoints
 from raylm.train.batches import model_inputs, objective_generator
@@ -46,8 +47,14 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
 
     context = ray.train.get_context()
-    WorkerRun(RunConfig.from_dict(config["run"]), config["runtime"], context.get_world_rank(),
-              context.get_world_size()).run()
+    cfg = RunConfig.from_dict(config["run"])
+    # the first worker of each node samples its node's CPU, memory and GPUs into the run
+    sampler = node_sampler(cfg.tracking.system_metrics_every_s, config["runtime"]["tracking"],
+                           context.get_local_rank(), context.get_node_rank())
+    try:
+        WorkerRun(cfg, config["runtime"], context.get_world_rank(), context.get_world_size()).run()
+    finally:
+        sampler.stop()
 
 
 class WorkerRun:
@@ -204,7 +211,7 @@ class WorkerRun:
     def _checkpoint(self, losses: dict[str, float]) -> None:
         checkpoints.save_and_report(self.engine, self.step, self.loader.state_dict(), self.rank,
                                     self._report_metrics(losses), swa=self.swa)
-        self.last_checkpoint = str(Path(self.runtime["storage_dir"]) / checkpoints.checkpoint_dir_name(self.step))
+        self.last_checkpoint = storage.join(self.runtime["storage_dir"], checkpoints.checkpoint_dir_name(self.step))
 
     def _report_divergence(self, loss: float) -> None:
         """Stop every rank and leave the reason where the driver finds it (``diverged.txt``)."""
@@ -213,20 +220,17 @@ class WorkerRun:
                    f"train.warmup_steps or set train.grad_clip, then resume from that checkpoint")
         self._print(message)
         if self.rank == 0:
-            path = Path(self.runtime["storage_dir"]) / DIVERGED_FILE
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(message)
+            storage.write_text(storage.join(self.runtime["storage_dir"], DIVERGED_FILE), message)
 
     def _maybe_kill(self) -> None:
         """Fault injection: the chosen rank's process exits abruptly before the chosen step, once."""
         faults = self.cfg.faults
         if faults.kill_rank != self.rank or faults.kill_at_step != self.step + 1:
             return
-        marker = Path(self.runtime["storage_dir"]) / FAULT_MARKER
-        if marker.exists():
+        marker = storage.join(self.runtime["storage_dir"], FAULT_MARKER)
+        if storage.exists(marker):
             return
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(f"rank {self.rank} killed before step {self.step + 1}\n")
+        storage.write_text(marker, f"rank {self.rank} killed before step {self.step + 1}\n")
         self._print(f"fault injection: rank {self.rank} exits before step {self.step + 1}", force=True)
         os._exit(1)
 

@@ -5,6 +5,10 @@ launched before the parallel plan is known to be possible. With no Ray address i
 local Ray bound to 127.0.0.1 (the embedded default); with ``address`` or ``RAY_ADDRESS`` it
 joins that cluster. Everything logged goes through the tracking writer on this node
 (:mod:`raylm.tracking.writer`): the workers never open the tracking store.
+
+``output_dir`` may be a local path (on a cluster, a mount every node sees) or a URI
+(``s3://bucket/runs``, ``gs://...``): it is Ray Train's ``storage_path``, so checkpoints, the
+exported model and ``diverged.txt`` all go there (:mod:`raylm.storage`, docs/storage.md).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from raylm import storage
 from raylm.config import RunConfig, flatten
 from raylm.config_load import to_yaml
 from raylm.errors import UserError
@@ -26,9 +31,9 @@ DIVERGED_FILE = "diverged.txt"  # written by rank 0 of the workers (raylm.train.
 @dataclass
 class TrainingResult:
     run_name: str
-    storage_dir: Path           # Ray Train's run directory (checkpoints live here)
-    checkpoint_path: str | None  # the latest reported checkpoint
-    model_dir: Path             # the exported model (safetensors + config + tokenizer)
+    storage_dir: Path | str     # Ray Train's run directory (checkpoints live here); a URI string for URI storage
+    checkpoint_path: str | None  # the latest reported checkpoint (a path or a URI)
+    model_dir: Path | str       # the exported model (safetensors + config + tokenizer); a URI string likewise
     metrics: dict               # the last metrics reported with a checkpoint
     mlflow_run_id: str | None
     tracking_uri: str
@@ -36,11 +41,13 @@ class TrainingResult:
 
 def run_training(cfg: RunConfig, address: str | None = None, parent_run_id: str | None = None,
                  resume_from: str | None = None) -> TrainingResult:
-    """Train ``cfg``; ``resume_from`` is a checkpoint directory of an earlier run to continue from."""
+    """Train ``cfg``; ``resume_from`` is a checkpoint directory (a path or a URI) of an earlier run to
+    continue from."""
     plan = make_plan(cfg)  # raises PlanError before anything starts
-    if resume_from is not None and not (Path(resume_from) / "rank0.json").exists():
-        raise UserError(f"--resume {resume_from}: not a raylm checkpoint (no rank0.json); pass a step_NNNNNNNN "
-                        "directory of an earlier run")
+    if resume_from is not None:
+        check_checkpoint(resume_from)
+    if storage.is_uri(cfg.output_dir):
+        storage.check_writable(cfg.output_dir, "output_dir")
     connect_ray(address)
     dataset = prepare_data(cfg, plan)
     run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -48,28 +55,39 @@ def run_training(cfg: RunConfig, address: str | None = None, parent_run_id: str 
     try:
         tracker = RemoteRun.start(writer, cfg.tracking, run_name, parent_run_id=parent_run_id,
                                   tags={"raylm.kind": "train"}) if cfg.tracking.enabled else RemoteRun.disabled()
-        return execute_run(cfg, plan, dataset, tracker, run_name, Path(cfg.output_dir).resolve(), resume_from)
+        return execute_run(cfg, plan, dataset, tracker, run_name, storage.absolute(cfg.output_dir), resume_from)
     finally:
         stop_writer(writer)
 
 
+def check_checkpoint(location: str) -> None:
+    """A :class:`UserError` unless ``location`` is a raylm checkpoint directory (it holds ``rank0.json``)."""
+    with storage.errors(location, "read the checkpoint"):
+        found = storage.is_file(storage.join(location, "rank0.json"))
+    if not found:
+        raise UserError(f"--resume {location}: not a raylm checkpoint (no rank0.json); pass a step_NNNNNNNN "
+                        "directory of an earlier run")
+
+
 def execute_run(cfg: RunConfig, plan: ParallelPlan, dataset, tracker: RemoteRun, run_name: str,
-                storage_root: Path, resume_from: str | None = None, callbacks: tuple = ()) -> TrainingResult:
+                storage_root: str | Path, resume_from: str | None = None, callbacks: tuple = ()) -> TrainingResult:
     """Run one TorchTrainer for ``cfg`` into the already created MLflow run ``tracker`` and end that run
     (FINISHED, or FAILED with the reason). ``raylm train`` and every Tune trial go through here; a trial
     passes Tune's report callback in ``callbacks``. The run is named ``run_name`` under ``storage_root``:
-    a re-run with the same name continues from that run's own newest checkpoint."""
-    dataset_dir = str(dataset.directory.resolve())  # absolute: workers run in their own working directories
+    a re-run with the same name continues from that run's own newest checkpoint. ``storage_root`` is a
+    local path or a URI."""
+    storage_root = storage.absolute(storage_root)  # absolute: workers run in their own working directories
+    dataset_dir = dataset.location
     tracker.log_params({**flatten(cfg.to_dict()), **_plan_params(plan), "data.directory": dataset_dir})
     tracker.log_text(to_yaml(cfg), "config.yaml")
     runtime = {
         "dataset_dir": dataset_dir,
-        "tokenizer_path": str(dataset.tokenizer_path.resolve()),
+        "tokenizer_path": storage.absolute(dataset.tokenizer_path),
         "special_tokens": dataset.special_tokens().to_dict(),
         "tracking": tracker.handle(),
-        "storage_dir": str(storage_root / run_name),
-        "model_dir": str(storage_root / run_name / "model"),
-        "resume_from": str(Path(resume_from).resolve()) if resume_from else None,
+        "storage_dir": storage.join(storage_root, run_name),
+        "model_dir": storage.join(storage_root, run_name, "model"),
+        "resume_from": storage.absolute(resume_from) if resume_from else None,
     }
     try:
         result = _fit(cfg, run_name, storage_root, runtime, callbacks)
@@ -79,9 +97,8 @@ def execute_run(cfg: RunConfig, plan: ParallelPlan, dataset, tracker: RemoteRun,
     except BaseException as exc:
         tracker.finish("FAILED", error=str(exc))
         raise
-    diverged_file = Path(runtime["storage_dir"]) / DIVERGED_FILE
-    diverged = diverged_file.read_text() if diverged_file.exists() else None
-    checkpoint = result.checkpoint.path if result.checkpoint else None
+    diverged = _diverged(runtime["storage_dir"])
+    checkpoint = storage.to_uri(result.checkpoint.filesystem, result.checkpoint.path) if result.checkpoint else None
     if checkpoint:
         tracker.set_tag("raylm.checkpoint", checkpoint)
         tracker.log_text(f"{checkpoint}\n", "checkpoint_path.txt")
@@ -90,8 +107,17 @@ def execute_run(cfg: RunConfig, plan: ParallelPlan, dataset, tracker: RemoteRun,
         raise UserError(diverged)
     tracker.set_tag("raylm.model_dir", runtime["model_dir"])
     tracker.finish("FINISHED")
-    return TrainingResult(run_name, storage_root / run_name, checkpoint, Path(runtime["model_dir"]),
-                          dict(result.metrics), tracker.run_id, tracker.uri)
+    return TrainingResult(run_name, storage.location(runtime["storage_dir"]), checkpoint,
+                          storage.location(runtime["model_dir"]), dict(result.metrics), tracker.run_id, tracker.uri)
+
+
+def _diverged(storage_dir: str) -> str | None:
+    """The reason rank 0 left in ``diverged.txt``, if it did."""
+    path = storage.join(storage_dir, DIVERGED_FILE)
+    try:
+        return storage.read_text(path) if storage.is_file(path) else None
+    except OSError:  # unreadable storage: the training itself would have failed on it
+        return None
 
 
 def prepare_data(cfg: RunConfig, plan: ParallelPlan):
@@ -108,7 +134,7 @@ def _plan_params(plan: ParallelPlan) -> dict:
     return {f"plan.{k}": v for k, v in vars(plan).items()}
 
 
-def _fit(cfg: RunConfig, run_name: str, storage_root: Path, runtime: dict, callbacks: tuple = ()):
+def _fit(cfg: RunConfig, run_name: str, storage_root: str, runtime: dict, callbacks: tuple = ()):
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -122,7 +148,7 @@ def _fit(cfg: RunConfig, run_name: str, storage_root: Path, runtime: dict, callb
         scaling_config=ray.train.ScalingConfig(num_workers=par.num_workers, use_gpu=par.use_gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
-            name=run_name, storage_path=str(storage_root),
+            name=run_name, storage_path=storage_root,
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
             callbacks=list(callbacks),

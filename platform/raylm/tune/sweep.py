@@ -19,7 +19,7 @@ from raylm.config import RunConfig, flatten
 from raylm.config_load import to_yaml
 from raylm.errors import UserError
 from raylm.tune.report import TrialRow, format_table, plot_best_curves, plot_metric_vs_lr, ranked, write_csv
-from raylm.tune.sweep_config import Sweep, SweepConfig
+from raylm.tune.sweep_config import Sweep, SweepConfig, check_local_directory
 from raylm.tune.trial import TRIAL_TAG, trial_key, trial_run_config
 
 STATE_FILE = "sweep.json"
@@ -81,7 +81,7 @@ def run_sweep(sweep: Sweep | None, address: str | None = None, resume_dir: str |
         parent = _parent_run(writer, sweep, directory, state, log)
         log(f"sweep {directory.name}: {len(sweep.specs)} keys searched, {parallel_trials} trial(s) at a time "
             f"({demand['CPU']:g} CPUs each), results in {directory}")
-        grid = _fit(sweep, directory, writer, parent, parallel_trials, str(dataset.directory.resolve()),
+        grid = _fit(sweep, directory, writer, parent, parallel_trials, dataset.location,
                     resume=resume_dir is not None)
         rows = ranked(_rows(grid, sweep, writer, parent), sweep.config.mode)
         return _finish(sweep, directory, rows, parent)
@@ -93,9 +93,11 @@ def _directory(sweep: Sweep | None, resume_dir: str | None) -> tuple[Path, Sweep
     if resume_dir is None:
         if sweep is None:
             raise UserError("give a sweep file (--config) or a sweep directory to continue (--resume)")
+        check_local_directory(sweep.config.output_dir, "the sweep's output_dir", "sweep")
         directory = Path(sweep.config.output_dir).resolve() / f"{sweep.config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         directory.mkdir(parents=True, exist_ok=False)
         return directory, sweep, {}
+    check_local_directory(resume_dir, "--resume", "sweep")
     directory = Path(resume_dir).resolve()
     state_path = directory / STATE_FILE
     if not state_path.is_file() or not (directory / TUNE_DIR).is_dir():

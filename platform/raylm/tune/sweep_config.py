@@ -24,6 +24,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import Field, ValidationError
 
+from raylm import storage
 from raylm.config import RunConfig, Section
 from raylm.config_load import apply_overrides, read_yaml, validate
 from raylm.errors import ConfigError
@@ -95,8 +96,18 @@ def load_sweep(path: str | Path, overrides: list[tuple[str, str]] = ()) -> Sweep
     if config.metric not in METRICS:
         raise ConfigError(f"{path}: metric '{config.metric}' is not reported by training; use one of "
                           f"{', '.join(METRICS)}")
+    check_local_directory(config.output_dir, f"{path}: output_dir", "sweep")
     base = load_base_run(config.base, path, overrides, "sweep")
     return Sweep(config, base, check_search(config.search, base), str(path))
+
+
+def check_local_directory(output_dir: str, what: str, kind: str) -> None:
+    """Sweeps and studies keep their state (Tune's experiment, results, plots) in a directory: a local path,
+    on a cluster a mount every node sees; an ``s3://`` or ``gs://`` URI is refused with that advice."""
+    if storage.is_uri(output_dir):
+        raise ConfigError(f"{what} is {output_dir}, but a {kind} keeps its state, results and plots in a directory "
+                          f"on a filesystem: use a local path, or on a cluster a mount every node sees (NFS, "
+                          f"s3fs, gcsfuse); the base run's data.shards_dir may still be a URI (docs/storage.md)")
 
 
 def load_base_run(base: str | dict[str, Any], path: Path, overrides, kind: str) -> dict[str, Any]:
@@ -118,7 +129,7 @@ def absolute_paths(base: dict[str, Any], cwd: Path | None = None) -> dict[str, A
     cwd = cwd or Path.cwd()
     cfg = RunConfig.from_dict(base).to_dict()
 
-    def fix(value: str) -> str:
+    def fix(value: str) -> str:  # URIs (s3://, gs://) pass through untouched
         return value if "://" in value else str((cwd / value).resolve())
 
     cfg["output_dir"] = fix(cfg["output_dir"])

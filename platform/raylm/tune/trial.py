@@ -43,12 +43,13 @@ def trial_run_config(base: dict[str, Any], trial_config: dict[str, Any]) -> tupl
 def _dataset(context: dict[str, Any], cfg: RunConfig, plan):
     """The shards the driver prepared (a sweep or study varies nothing they depend on), without hashing the
     corpus again in every trial; a trial without them prepares its own."""
+    from raylm import storage
     from raylm.data.manifest import read_manifest
     from raylm.data.prepare import PreparedDataset
     from raylm.train.run import prepare_data
 
     if context.get("dataset_dir"):
-        directory = Path(context["dataset_dir"])
+        directory = storage.location(context["dataset_dir"])  # a path, or a URI (raylm.storage)
         return PreparedDataset(directory, read_manifest(directory), reused=True)
     return prepare_data(cfg, plan)
 
