@@ -35,3 +35,16 @@ def ray_local(s3_server):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory, ray_local):
+    """The tiny study of tests/ray/study_helpers.py run once per session: (directory, study, outcome).
+    Shared by the study tests and the MLflow UI browser test."""
+    from raylm.study.config import load_study
+    from raylm.study.run import run_study
+    from tests.ray.study_helpers import write_study
+
+    tmp = tmp_path_factory.mktemp("study")
+    study = load_study(write_study(tmp))
+    return tmp, study, run_study(study, log=print)

@@ -14,11 +14,9 @@ from tests.ray.study_helpers import write_study
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def study_run(tmp_path_factory, ray_local):
-    tmp = tmp_path_factory.mktemp("study")
-    study = load_study(write_study(tmp))
-    return tmp, study, run_study(study, log=print)
+@pytest.fixture
+def study_run(tiny_study):
+    return tiny_study
 
 
 def test_grid_fits_prediction_and_verification(study_run):

@@ -13,11 +13,17 @@ def ui_base(tracking_uri: str) -> str:
     return tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else DEFAULT_UI
 
 
+# Sorted by creation time (the UI's default) nested runs stay folded under their parent row, and the
+# chart view plots only the parent. Sorted by validation loss they are listed one per row, best first.
+NESTED_ORDER = "&orderByKey=" + quote("metrics.`val/loss`", safe="") + "&orderByAsc=true"
+
+
 def runs_link(tracking_uri: str, experiment_id: str, parent_run_id: str | None = None, chart: bool = False) -> str:
-    """The experiment's runs table, filtered to the children of ``parent_run_id`` when given."""
+    """The experiment's runs table; with ``parent_run_id``, that run's nested runs, one per row, best
+    validation loss first (``chart``: their curves overlaid in the chart view)."""
     link = f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
     if parent_run_id:
-        link += "&searchFilter=" + quote(f"tags.mlflow.parentRunId = '{parent_run_id}'", safe="")
+        link += "&searchFilter=" + quote(f"tags.mlflow.parentRunId = '{parent_run_id}'", safe="") + NESTED_ORDER
     if chart:
         link += "&compareRunsMode=CHART"
     return link
