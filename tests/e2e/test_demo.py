@@ -26,7 +26,8 @@ def test_demo_trains_logs_and_samples(repo_root, tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
-    for expected in ("validation loss", "checkpoint: ", "model: ", "open the UI", "sample (temperature 0.8)"):
+    for expected in ("validation loss", "checkpoint: ", "model: ", "in the UI: http://127.0.0.1:5000/#/experiments/",
+                     "sample (temperature 0.8)"):
         assert expected in out, out
     from mlflow.tracking import MlflowClient
 

@@ -253,9 +253,13 @@ def test_a_broken_copy_breaks_a_promise(cluster, name):
 # ---- the jobs it runs -------------------------------------------------------------------------------------
 
 def documented_ray_up_commands() -> list[list[str]]:
-    """The job commands of cluster.yaml's comments and docs/cluster.md that name files by their paths in the
-    repository (`ray job submit --working-dir .`); the KubeRay ones name them inside the image."""
-    found = job_commands(CLUSTER_YAML.read_text()) + job_commands((REPO_ROOT / "docs" / "cluster.md").read_text())
+    """The job commands of cluster.yaml's comments, docs/cluster.md and README's "On a cluster" section that
+    name files by their paths in the repository (`ray job submit --working-dir .`); the KubeRay ones name
+    them inside the image."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    on_a_cluster = readme.split("## On a cluster", 1)[1].split("\n## ", 1)[0]
+    found = (job_commands(CLUSTER_YAML.read_text()) + job_commands((REPO_ROOT / "docs" / "cluster.md").read_text())
+             + job_commands(on_a_cluster))
     return [c for c in found if not c[1].startswith("/")]
 
 

@@ -37,7 +37,10 @@ def summary(result) -> str:
     lines += [f"  checkpoint: {result.checkpoint_path}", f"  model:      {result.model_dir}"]
     if result.mlflow_run_id:
         lines.append(f"  MLflow run {result.mlflow_run_id} in {result.tracking_uri}")
-        if result.tracking_uri.startswith("sqlite:///"):
-            lines.append(f"  open the UI: make ui   (or: mlflow ui --backend-store-uri {result.tracking_uri} "
-                         "--host 127.0.0.1)")
+        if result.experiment_id:
+            from raylm.tracking.links import run_link
+
+            lines.append(f"  in the UI: {run_link(result.tracking_uri, result.experiment_id, result.mlflow_run_id)}")
+        if not result.tracking_uri.startswith(("http://", "https://")):
+            lines.append(f"  (serve the UI first: raylm ui --backend-store-uri {result.tracking_uri})")
     return "\n".join(lines)

@@ -37,6 +37,7 @@ class TrainingResult:
     metrics: dict               # the last metrics reported with a checkpoint
     mlflow_run_id: str | None
     tracking_uri: str
+    experiment_id: str | None = None
 
 
 def run_training(cfg: RunConfig, address: str | None = None, parent_run_id: str | None = None,
@@ -108,7 +109,8 @@ def execute_run(cfg: RunConfig, plan: ParallelPlan, dataset, tracker: RemoteRun,
     tracker.set_tag("raylm.model_dir", runtime["model_dir"])
     tracker.finish("FINISHED")
     return TrainingResult(run_name, storage.location(runtime["storage_dir"]), checkpoint,
-                          storage.location(runtime["model_dir"]), dict(result.metrics), tracker.run_id, tracker.uri)
+                          storage.location(runtime["model_dir"]), dict(result.metrics), tracker.run_id, tracker.uri,
+                          tracker.experiment_id)
 
 
 def _diverged(storage_dir: str) -> str | None:
