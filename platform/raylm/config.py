@@ -185,6 +185,11 @@ class TrainConfig(Section):
     peak_tflops: Optional[float] = Field(None, gt=0, description="Per-device peak for MFU; measured when unset.")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept in storage (the newest).")
     max_failures: int = Field(0, ge=-1, description="Worker-group restarts from the latest checkpoint; -1: forever.")
+    compile: bool = Field(
+        False, description="Run the model through torch.compile (Inductor) inside the DeepSpeed engine; same losses, "
+        "a one-off compile at the first step. Off by default: on CPU it costs more than it gains for small models "
+        "(bench/compile_speedup.py); it is meant for GPUs. Not with parallel.pp > 1."
+    )
 
 
 class FaultsConfig(Section):

@@ -101,8 +101,11 @@ def test_concurrency_fits_the_cluster_or_says_why_not():
     assert concurrency({"CPU": 1.0, "GPU": 1.0}, {"CPU": 16.0, "GPU": 2.0}, None) == 2
     with pytest.raises(UserError, match="one trial needs 4 CPUs .* but the cluster has 2; lower parallel.num_workers"):
         concurrency({"CPU": 4.0, "GPU": 0.0}, {"CPU": 2.0, "GPU": 0.0}, None)
-    with pytest.raises(UserError, match="one trial needs 2 GPUs"):
+    with pytest.raises(UserError, match="one trial needs 2 GPUs.*set trials.max_concurrent_trials"):
         concurrency({"CPU": 2.0, "GPU": 2.0}, {"CPU": 8.0, "GPU": 1.0}, None)
+    notes = []  # an autoscaling cluster with no GPU node yet: the named concurrency waits for nodes
+    assert concurrency({"CPU": 1.0, "GPU": 1.0}, {"CPU": 4.0, "GPU": 0.0}, 4, notes.append) == 4
+    assert "needs 1 GPUs" in notes[0] and "autoscaler" in notes[0]
 
 
 @pytest.mark.parametrize("search, message", [

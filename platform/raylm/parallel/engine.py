@@ -7,7 +7,10 @@
 3. activation checkpointing, if asked for, wraps each transformer block;
 4. expert parameters are marked for DeepSpeed's expert-data-parallel gradient reduction;
 5. ``deepspeed.initialize`` takes the model, our torch optimizer and LR schedule, and the
-   config dict of :func:`raylm.parallel.deepspeed_config.deepspeed_config`.
+   config dict of :func:`raylm.parallel.deepspeed_config.deepspeed_config`;
+6. with ``train.compile``, the engine compiles its module in place (``engine.compile()``:
+   ``nn.Module.compile`` with the accelerator's backend, Inductor), so parameter names, ZeRO's
+   hooks, checkpoints and the export are the same as without it.
 """
 
 from __future__ import annotations
@@ -49,12 +52,17 @@ def build_engine(cfg: RunConfig, plan: ParallelPlan, model: nn.Module, optimizer
 
     from raylm.parallel.experts import fix_expert_grad_clipping, prepare_expert_parallel
 
+    if cfg.train.compile and plan.pp > 1:
+        raise ValueError("train.compile works with parallel.pp = 1 only (DeepSpeed's pipeline engine runs the "
+                         "stages' layers itself); set train.compile=false or parallel.pp=1")
     if cfg.parallel.activation_checkpointing and plan.pp == 1:  # the pipeline module checkpoints its own blocks
         apply_activation_checkpointing(model)
     prepare_expert_parallel(model, optimizer, plan)  # marks experts, splits param groups (ep > 1 only)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=deepspeed_config(cfg, plan))
     fix_expert_grad_clipping(engine, plan)  # ZeRO 0 fp32 with ep > 1: clip by the exact global norm
+    if cfg.train.compile:
+        engine.compile()  # traced and compiled at the first forward pass, not here
     return engine
 
 

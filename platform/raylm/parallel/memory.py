@@ -23,10 +23,15 @@ class MemoryEstimate:
     grads_bytes: float
     optimizer_bytes: float
     offloaded_bytes: float  # optimizer state moved to host memory by ZeRO-Offload
+    working_bytes: float = 0.0  # placeholder
 
     @property
     def total_bytes(self) -> float:
         return self.params_bytes + self.grads_bytes + self.optimizer_bytes
+
+    @property
+    def peak_bytes(self) -> float:
+        return self.total_bytes + self.working_bytes
 
 
 def optimizer_moments(name: str, momentum: float = 0.0) -> int:

@@ -62,7 +62,8 @@ def run_study(study: Study, address: str | None = None, log=print) -> StudyOutco
     first = RunConfig.from_dict(point_run(study, grid[0]), "the study's first grid point")
     plan = make_plan(first)
     connect_ray(address)
-    parallel_trials = concurrency(trial_demand(first), cluster_totals(), study.config.trials.max_concurrent_trials)
+    parallel_trials = concurrency(trial_demand(first), cluster_totals(), study.config.trials.max_concurrent_trials,
+                                  log)
     dataset = prepare_data(first, plan)
     check_corpus(grid, dataset.manifest.splits["train"].sequences * study.config.seq_len, log)
     manifest_key = dataset.manifest.key

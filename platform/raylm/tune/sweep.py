@@ -46,18 +46,28 @@ def trial_demand(cfg: RunConfig) -> dict[str, float]:
     return {"CPU": par.num_workers * par.cpus_per_worker, "GPU": float(par.num_workers if par.use_gpu else 0)}
 
 
-def concurrency(demand: dict[str, float], totals: dict[str, float], asked: int | None) -> int:
-    """How many trials run at once: ``asked``, else as many as the cluster fits; an error if not even one fits."""
-    fits = []
+def concurrency(demand: dict[str, float], totals: dict[str, float], asked: int | None, log=None) -> int:
+    """How many trials run at once: ``asked``, else as many as the cluster fits now.
+
+    When not even one trial fits, that is an error unless ``asked`` is set: a user who names the
+    concurrency on an autoscaling cluster (which may start with no GPU node) waits for the
+    autoscaler to add nodes, and ``log`` says so."""
+    fits, short = [], []
     for resource in ("CPU", "GPU"):
         if demand[resource] > 0:
             if demand[resource] > totals[resource] + 1e-9:
-                raise UserError(
-                    f"one trial needs {demand[resource]:g} {resource}s (parallel.num_workers x "
-                    f"{'parallel.cpus_per_worker' if resource == 'CPU' else '1 GPU each'}) but the cluster has "
-                    f"{totals[resource]:g}; lower parallel.num_workers"
-                    f"{' or parallel.cpus_per_worker' if resource == 'CPU' else ''}, or add nodes")
+                short.append(f"one trial needs {demand[resource]:g} {resource}s (parallel.num_workers x "
+                             f"{'parallel.cpus_per_worker' if resource == 'CPU' else '1 GPU each'}) but the cluster "
+                             f"has {totals[resource]:g}")
             fits.append(int(math.floor(totals[resource] / demand[resource] + 1e-9)))
+    if short and asked:
+        if log is not None:
+            log(f"note: {'; '.join(short)} now: the trials wait until the autoscaler adds nodes")
+        return asked
+    if short:
+        resource_hint = " or parallel.cpus_per_worker" if "CPUs" in short[0] and "GPUs" not in short[0] else ""
+        raise UserError(f"{'; '.join(short)}; lower parallel.num_workers{resource_hint}, add nodes, or on an "
+                        "autoscaling cluster set trials.max_concurrent_trials to wait for nodes")
     return asked or max(1, min(fits) if fits else 1)
 
 
@@ -74,7 +84,7 @@ def run_sweep(sweep: Sweep | None, address: str | None = None, resume_dir: str |
     plan = make_plan(base)  # an impossible parallel plan fails here, before Ray starts
     connect_ray(address)
     demand = trial_demand(base)
-    parallel_trials = concurrency(demand, cluster_totals(), sweep.config.trials.max_concurrent_trials)
+    parallel_trials = concurrency(demand, cluster_totals(), sweep.config.trials.max_concurrent_trials, log)
     dataset = prepare_data(base, plan)  # once, before the trials: they all reuse the shards
     writer = start_writer()
     try:

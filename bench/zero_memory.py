@@ -1,0 +1,169 @@
+"""Peak memory per rank under ZeRO stages 0-3 on 2 Ray workers, against what ``raylm plan`` estimates.
+
+    python bench/zero_memory.py [--stages 0,1,2,3] [--steps 3]
+
+For each stage a ``TorchTrainer`` with 2 workers (1 CPU each, gloo) builds raylm's DeepSpeed
+engine (:func:`raylm.parallel.engine.make_training_engine`, fp32, AdamW, clipping) for a GPT
+large enough that model states dominate everything else a rank allocates (d_model 512,
+8 layers, vocab 8192: 29M parameters, 470 MB of fp32 Adam states unpartitioned) and trains
+``--steps`` steps on 1 x 32-token micro-batches (activations are a few MB). Each rank measures:
+
+* ``peak``: the growth of its peak resident set (Linux ``VmHWM``, reset through
+  ``/proc/self/clear_refs`` just before the model is built) over its resident set at that
+  moment: everything the model, the engine and training added at their peak (parameters,
+  gradients, optimizer state, DeepSpeed's flat buffers and partitions, the optimizer's
+  temporaries, activations), after imports and the process group;
+* ``live``: the bytes of the distinct tensor storages alive after the last step (every
+  parameter, gradient and tensor Python can reach), the steady state without temporaries.
+
+``raylm plan``'s estimate (:func:`raylm.parallel.memory.zero_memory`) is compared with the larger
+rank's ``peak``; the goal is within 25%. The ZeRO paper's model states (parameters, gradients,
+optimizer state, Figure 1) are printed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import Figure, emit, log
+
+TOLERANCE = 0.25
+MODEL = {"arch": "gpt", "vocab_size": 8192, "max_seq_len": 64, "d_model": 512, "n_layers": 8, "n_heads": 8}
+
+
+def run_dict(stage: int, steps: int) -> dict:
+    return {
+        "model": MODEL,
+        "parallel": {"num_workers": 2, "zero_stage": stage},
+        "optim": {"name": "adamw"},
+        "train": {"max_steps": steps, "micro_batch_size": 1, "global_batch_size": 2, "seq_len": 32, "lr": 1e-3,
+                  "warmup_steps": 1, "grad_clip": 1.0},
+    }
+
+
+def _status_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def live_tensor_bytes(engine) -> int:
+    """Bytes of the distinct storages of every tensor Python can reach, plus parameters' gradients."""
+    import gc
+
+    import torch
+
+    seen: dict[int, int] = {}
+
+    def add(t) -> None:
+        if isinstance(t, torch.Tensor) and t.device.type == "cpu":
+            storage = t.untyped_storage()
+            seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
+
+    for p in engine.module.parameters():
+        add(p)
+        add(p.grad)
+        add(getattr(p, "ds_tensor", None))
+    for obj in gc.get_objects():
+        add(obj)
+    return sum(seen.values())
+
+
+def memory_loop(config: dict) -> None:
+    """A Ray Train worker: build the engine, train, measure; rank files go to ``config['out']``."""
+    import gc
+
+    import ray.train
+    import torch
+
+    from raylm.config import RunConfig
+    from raylm.parallel.engine import init_distributed, make_training_engine
+    from raylm.parallel.plan import make_plan
+
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    cfg = RunConfig.from_dict(config["run"])
+    init_distributed(False)
+    plan = make_plan(cfg, context.get_world_size())
+    gen = torch.Generator().manual_seed(rank)
+    batches = [torch.randint(0, cfg.model.vocab_size, (1, cfg.train.seq_len + 1), generator=gen)
+               for _ in range(cfg.train.max_steps)]
+    torch.manual_seed(cfg.train.seed)
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # the peak resident set starts again from here
+    base_kib = _status_kib("VmRSS")
+    engine = make_training_engine(cfg, plan)
+    built_kib = _status_kib("VmHWM")
+    for tokens in batches:
+        out = engine(ids=tokens[:, :-1], targets=tokens[:, 1:])
+        engine.backward(out.loss)
+        engine.step()
+    result = {"rank": rank, "base_bytes": base_kib * 1024, "peak_bytes": (_status_kib("VmHWM") - base_kib) * 1024,
+              "after_build_bytes": (built_kib - base_kib) * 1024,
+              "end_bytes": (_status_kib("VmRSS") - base_kib) * 1024, "live_bytes": live_tensor_bytes(engine),
+              "loss": out.loss.item()}
+    Path(config["out"], f"rank{rank}.json").write_text(json.dumps(result))
+
+
+def measure(stage: int, steps: int, workdir: Path) -> list[dict]:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    out = workdir / f"zero{stage}"
+    out.mkdir(parents=True)
+    trainer = TorchTrainer(
+        memory_loop, train_loop_config={"run": run_dict(stage, steps), "out": str(out)},
+        scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+        run_config=ray.train.RunConfig(name=f"zero{stage}", storage_path=str(workdir / "ray")),
+    )
+    trainer.fit()
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stages", default="0,1,2,3")
+    parser.add_argument("--steps", type=int, default=3)
+    args = parser.parse_args()
+    started = time.perf_counter()
+
+    from raylm.config import RunConfig
+    from raylm.model.counting import count_params
+    from raylm.parallel.memory import optimizer_moments, zero_memory
+    from raylm.parallel.plan import make_plan
+    from raylm.ray_session import connect_ray
+
+    connect_ray()
+    workdir = Path(tempfile.mkdtemp(prefix="raylm-bench-memory-"))
+    figures, details = [], {"model": MODEL, "micro_batch": 1, "seq_len": 32, "steps": args.steps, "stages": {}}
+    mib = 2**20
+    for stage in (int(s) for s in args.stages.split(",")):
+        log(f"ZeRO stage {stage}")
+        cfg = RunConfig.from_dict(run_dict(stage, args.steps))
+        plan = make_plan(cfg, 2)
+        params = count_params(cfg.model).total
+        estimate = zero_memory(params, plan.dp, plan.pp, plan.zero_stage, plan.precision,
+                               optimizer_moments(cfg.optim.name, cfg.optim.momentum), cfg.parallel.offload_optimizer)
+        ranks = measure(stage, args.steps, workdir)
+        peak = max(r["peak_bytes"] for r in ranks)
+        figures.append(Figure(f"peak memory per rank, ZeRO-{stage}, 2 workers: raylm plan vs measured",
+                              estimate.peak_bytes / mib, peak / mib, "MiB", "measured peak RSS growth",
+                              tolerance=TOLERANCE))
+        details["stages"][stage] = {
+            "parameters": params, "estimate": {**vars(estimate), "peak_bytes": estimate.peak_bytes,
+                                               "model_states_bytes": estimate.total_bytes},
+            "ranks": ranks, "estimate_over_measured_peak": estimate.peak_bytes / peak,
+            "model_states_over_live": estimate.total_bytes / max(r["live_bytes"] for r in ranks),
+        }
+    emit("zero_memory", figures, details, started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
