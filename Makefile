@@ -24,8 +24,15 @@ test: install
 demo: install
 	$(PY) jobs/demo.py
 
+# Every benchmark once (bench/_*.py are helpers), each writing its section of a fresh bench/results.json,
+# then the table of all of them (bench/report.py). A benchmark that fails is named at the end (status 1).
 bench: install
-	@set -e; ls bench/*.py >/dev/null 2>&1 || { echo "no benchmarks yet"; exit 0; }; for script in bench/*.py; do echo "== $$script"; $(PY) $$script; done
+	@rm -f bench/results.json; failed=""; \
+	for script in $$(ls bench/*.py | grep -v -e '^bench/_' -e '^bench/report\.py$$'); do \
+		echo "== $$script"; $(PY) $$script || failed="$$failed $$script"; \
+	done; \
+	echo "== bench/report.py"; $(PY) bench/report.py; \
+	if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
 
 # The MLflow UI of ./mlflow.db (or $MLFLOW_TRACKING_URI) on 127.0.0.1:5000, one worker: up in seconds.
 ui: install

@@ -5,17 +5,20 @@
 Each layout trains the same small GPT with 2 Ray workers on the embedded corpus; tokens/s,
 step time and MFU are the medians of the logged steps after the first few (start-up and
 JIT compilation excluded). Ratios are against the first layout, measured in the same run,
-so a busy machine affects them less than the absolute figures.
+so a busy machine affects them less than the absolute figures. Writes the ``train_throughput``
+section of ``bench/results.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+from _common import Figure, emit
 
 LAYOUTS = {
     "zero0": {"parallel": {"zero_stage": 0}},
@@ -58,6 +61,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--layouts", default="zero0,zero2,zero3,pp2")
     args = parser.parse_args()
+    started = time.perf_counter()
     from raylm.train.run import run_training
 
     names = args.layouts.split(",")
@@ -71,8 +75,10 @@ def main() -> int:
     base = results[names[0]]["tokens_per_second"]
     for values in results.values():
         values["throughput_vs_" + names[0]] = values["tokens_per_second"] / base
-    print(json.dumps({"benchmark": "train_throughput", "workers": 2, "device": "cpu", "steps": args.steps,
-                      "layouts": results}, indent=2))
+    figures = [Figure(f"train tok/s, 2 workers: {name} vs {names[0]}", results[name]["tokens_per_second"], base,
+                      "tok/s", names[0]) for name in names[1:]]
+    emit("train_throughput", figures, {"workers": 2, "device": "cpu", "steps": args.steps, "layouts": results},
+         started)
     return 0
 
 

@@ -8,13 +8,12 @@ the timeline each run left in MLflow: run created -> first logged step (start-up
 process, Train controller, worker, process group, DeepSpeed engine, data loader), first ->
 last step (training), last step -> run ended (checkpoint, model export, tear-down). The first
 trial also pays Ray's worker-process start-up and is reported apart. The goal is 5 s or less
-of start-up plus tear-down per trial.
+of start-up plus tear-down per trial. Writes the ``trial_overhead`` section of ``bench/results.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -23,12 +22,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import Figure, emit  # noqa: E402 - bench/ is on sys.path (the script's folder)
+
+GOAL_OVERHEAD_S = 5.0
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
+    started_at = time.perf_counter()
     from mlflow.tracking import MlflowClient
     from tests.ray.sweep_helpers import write_sweep
 
@@ -63,15 +67,21 @@ def main() -> int:
         return round(statistics.median(r[key] for r in steady), 2)
 
     overhead = median("start_to_first_step_s") + median("last_step_to_end_s")
-    print(json.dumps({
-        "benchmark": "trial_overhead", "trials": args.trials, "steps_per_trial": args.steps,
+    details = {
+        "trials": args.trials, "steps_per_trial": args.steps,
         "first_trial": {k: round(v, 2) for k, v in rows[0].items() if k != "start"},
         "median_start_to_first_step_s": median("start_to_first_step_s"),
         "median_first_to_last_step_s": median("first_to_last_step_s"),
         "median_last_step_to_end_s": median("last_step_to_end_s"),
-        "median_overhead_s": round(overhead, 2), "goal_overhead_s": 5.0, "goal_met": overhead <= 5.0,
+        "median_overhead_s": round(overhead, 2), "goal_overhead_s": GOAL_OVERHEAD_S,
+        "goal_met": overhead <= GOAL_OVERHEAD_S,
         "sweep_wall_s": round(wall, 1), "wall_per_trial_s": round(wall / args.trials, 1),
-    }, indent=2))
+    }
+    figures = [Figure("per-trial overhead: start-up + tear-down (median, trials after the first)", overhead, None,
+                      "s", goal=GOAL_OVERHEAD_S, goal_on="raylm", higher_is_better=False,
+                      notes=f"start-up {details['median_start_to_first_step_s']} s, tear-down "
+                            f"{details['median_last_step_to_end_s']} s")]
+    emit("trial_overhead", figures, details, started_at)
     return 0
 
 

@@ -12,7 +12,10 @@ large enough that model states dominate everything else a rank allocates (d_mode
   ``/proc/self/clear_refs`` just before the model is built) over its resident set at that
   moment: everything the model, the engine and training added at their peak (parameters,
   gradients, optimizer state, DeepSpeed's flat buffers and partitions, the optimizer's
-  temporaries, activations), after imports and the process group;
+  temporaries, activations), after imports, the process group and a throwaway tiny engine
+  (DeepSpeed's code loaded on first use). glibc is told (``mallopt``) to map every allocation
+  of 64 KiB or more on its own and give it back when freed, so the resident set follows the
+  live allocations, as a GPU's peak allocated memory does, rather than what the allocator keeps;
 * ``live``: the bytes of the distinct tensor storages alive after the last step (every
   parameter, gradient and tensor Python can reach), the steady state without temporaries.
 
@@ -75,8 +78,31 @@ def live_tensor_bytes(engine) -> int:
     return sum(seen.values())
 
 
+def exact_heap() -> None:
+    """Make this process's resident set follow its live allocations: glibc serves every allocation of
+    64 KiB or more with its own mmap (returned to the system when freed) and trims the heap top, so
+    memory freed is not kept and counted (every tensor of these models is larger than that)."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 64 * 1024)
+    libc.mallopt(m_trim_threshold, 128 * 1024)
+
+
+def train(engine, batches) -> float:
+    for tokens in batches:
+        out = engine(ids=tokens[:, :-1], targets=tokens[:, 1:])
+        engine.backward(out.loss)
+        engine.step()
+    return out.loss.item()
+
+
 def memory_loop(config: dict) -> None:
-    """A Ray Train worker: build the engine, train, measure; rank files go to ``config['out']``."""
+    """A Ray Train worker: build the engine, train, measure; rank files go to ``config['out']``.
+
+    A throwaway engine of a tiny model with the same settings is built and stepped first, so the
+    code DeepSpeed imports and loads on first use is not counted as the model's memory."""
     import gc
 
     import ray.train
@@ -86,6 +112,7 @@ def memory_loop(config: dict) -> None:
     from raylm.parallel.engine import init_distributed, make_training_engine
     from raylm.parallel.plan import make_plan
 
+    exact_heap()
     context = ray.train.get_context()
     rank = context.get_world_rank()
     cfg = RunConfig.from_dict(config["run"])
@@ -94,20 +121,20 @@ def memory_loop(config: dict) -> None:
     gen = torch.Generator().manual_seed(rank)
     batches = [torch.randint(0, cfg.model.vocab_size, (1, cfg.train.seq_len + 1), generator=gen)
                for _ in range(cfg.train.max_steps)]
+    tiny = RunConfig.from_dict({**config["run"], "model": {**config["run"]["model"], "d_model": 16, "n_heads": 2,
+                                                           "n_layers": 1}})
+    train(make_training_engine(tiny, make_plan(tiny, context.get_world_size())), batches[:2])
     torch.manual_seed(cfg.train.seed)
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")  # the peak resident set starts again from here
     base_kib = _status_kib("VmRSS")
     engine = make_training_engine(cfg, plan)
     built_kib = _status_kib("VmHWM")
-    for tokens in batches:
-        out = engine(ids=tokens[:, :-1], targets=tokens[:, 1:])
-        engine.backward(out.loss)
-        engine.step()
+    loss = train(engine, batches)
     result = {"rank": rank, "base_bytes": base_kib * 1024, "peak_bytes": (_status_kib("VmHWM") - base_kib) * 1024,
               "after_build_bytes": (built_kib - base_kib) * 1024,
               "end_bytes": (_status_kib("VmRSS") - base_kib) * 1024, "live_bytes": live_tensor_bytes(engine),
-              "loss": out.loss.item()}
+              "loss": loss}
     Path(config["out"], f"rank{rank}.json").write_text(json.dumps(result))
 
 
