@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -191,6 +192,7 @@ def main() -> int:
         "hf_attn_implementation": hf.config._attn_implementation,
     }
     emit("train_vs_anchors", figures, details, started)
+    shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -20,14 +20,18 @@ large enough that model states dominate everything else a rank allocates (d_mode
   parameter, gradient and tensor Python can reach), the steady state without temporaries.
 
 ``raylm plan``'s estimate (:func:`raylm.parallel.memory.zero_memory`) is compared with the larger
-rank's ``peak``; the goal is within 25%. The ZeRO paper's model states (parameters, gradients,
-optimizer state, Figure 1) are printed beside it.
+rank's ``peak``; the goal is within 25%. The ZeRO paper's model states alone (parameters,
+gradients, optimizer state, Figure 1; ``zero_model_states``) are in the details beside it: they
+miss DeepSpeed's buffers (``raylm.parallel.memory``), which is why the plan adds them. ``live``
+counts buffers allocated but never written too (DeepSpeed's reduce bucket is 200 MB of
+``torch.empty``), which the resident set does not.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -182,13 +186,18 @@ def main() -> int:
         figures.append(Figure(f"peak memory per rank, ZeRO-{stage}, 2 workers: raylm plan vs measured",
                               estimate.peak_bytes / mib, peak / mib, "MiB", "measured peak RSS growth",
                               tolerance=TOLERANCE))
+        live = max(r["live_bytes"] for r in ranks)
         details["stages"][stage] = {
-            "parameters": params, "estimate": {**vars(estimate), "peak_bytes": estimate.peak_bytes,
-                                               "model_states_bytes": estimate.total_bytes},
-            "ranks": ranks, "estimate_over_measured_peak": estimate.peak_bytes / peak,
-            "model_states_over_live": estimate.total_bytes / max(r["live_bytes"] for r in ranks),
+            "parameters": params, "measured_peak_bytes": peak, "measured_peak_bytes_per_param": peak / params,
+            "estimate": {**vars(estimate), "peak_bytes": estimate.peak_bytes,
+                         "model_states_bytes": estimate.model_states_bytes},
+            "estimate_bytes_per_param": estimate.peak_bytes / params,
+            "estimate_over_measured_peak": estimate.peak_bytes / peak,
+            "paper_model_states_over_measured_peak": estimate.model_states_bytes / peak,
+            "live_tensor_bytes_after_step": live, "ranks": ranks,
         }
     emit("zero_memory", figures, details, started)
+    shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -6,7 +6,13 @@ import pytest
 
 from raylm.config import RunConfig
 from raylm.parallel.deepspeed_config import deepspeed_config
-from raylm.parallel.memory import optimizer_moments, zero_memory
+from raylm.parallel.memory import (
+    MAX_LIVE_PARAMETERS,
+    REDUCE_BUCKET_ELEMENTS,
+    optimizer_moments,
+    zero_memory,
+    zero_model_states,
+)
 from raylm.parallel.plan import PlanError, check_data_size, make_plan
 
 
@@ -28,6 +34,7 @@ def test_plan_derives_accumulation_and_precision():
     ({"parallel": {"pp": 2}}, 3, r"pp\(2\) does not divide the number of workers \(3\)"),
     ({"parallel": {"pp": 2, "zero_stage": 2}}, 2, r"works with ZeRO stage 0 or 1 only.*set parallel.zero_stage=1"),
     ({"parallel": {"pp": 2, "zero_stage": 3}}, 2, r"pp=2\) works with ZeRO stage 0 or 1 only"),
+    ({"parallel": {"pp": 2}, "train": {"compile": True}}, 2, r"train.compile works with parallel.pp = 1 only"),
     ({"parallel": {"pp": 4}, "model": {"n_layers": 2}}, 4, r"n_layers \(2\) is smaller than pp \(4\)"),
     ({"parallel": {"pp": 2}, "model": {"arch": "t5"}}, 2, r"pipeline parallelism supports gpt and bert"),
     ({"parallel": {"pp": 2}, "model": {"moe": {"n_experts": 2}}}, 2, r"pipeline parallelism with MoE"),
@@ -90,19 +97,53 @@ def test_more_workers_than_data_is_explained():
         check_data_size(plan, 64, "shards", val_sequences=3)
 
 
-def test_zero_memory_follows_the_paper():
+def test_zero_model_states_follow_the_paper():
     # ZeRO paper, Figure 1: psi = 7.5B, N_d = 64, K = 12 (mixed-precision Adam).
     psi, nd = 7.5e9, 64
-    base = zero_memory(psi, nd, 1, 0, "bf16", moments=2)
+    base = zero_model_states(psi, nd, 1, 0, "bf16", moments=2)
     assert base.total_bytes == pytest.approx(16 * psi)  # (2 + 2 + 12) psi = 120 GB
-    assert zero_memory(psi, nd, 1, 1, "bf16", 2).total_bytes == pytest.approx(4 * psi + 12 * psi / nd)
-    assert zero_memory(psi, nd, 1, 2, "bf16", 2).total_bytes == pytest.approx(2 * psi + 14 * psi / nd)
-    assert zero_memory(psi, nd, 1, 3, "bf16", 2).total_bytes == pytest.approx(16 * psi / nd)
-    offloaded = zero_memory(psi, nd, 1, 2, "bf16", 2, offload_optimizer=True)
+    assert zero_model_states(psi, nd, 1, 1, "bf16", 2).total_bytes == pytest.approx(4 * psi + 12 * psi / nd)
+    assert zero_model_states(psi, nd, 1, 2, "bf16", 2).total_bytes == pytest.approx(2 * psi + 14 * psi / nd)
+    assert zero_model_states(psi, nd, 1, 3, "bf16", 2).total_bytes == pytest.approx(16 * psi / nd)
+    offloaded = zero_model_states(psi, nd, 1, 2, "bf16", 2, offload_optimizer=True)
     assert offloaded.optimizer_bytes == 0 and offloaded.offloaded_bytes == pytest.approx(12 * psi / nd)
-    assert zero_memory(100, 1, 1, 0, "fp32", 2).total_bytes == 100 * (4 + 4 + 8)
+    assert zero_model_states(100, 1, 1, 0, "fp32", 2).total_bytes == 100 * (4 + 4 + 8)
     assert optimizer_moments("sgd", 0.9) == 0 and optimizer_moments("momentum", 0.9) == 1
     assert optimizer_moments("rmsprop", 0.0) == 1 and optimizer_moments("rmsprop", 0.9) == 2
+
+
+def test_zero_memory_adds_deepspeeds_buffers():
+    # bench/zero_memory.py measured 20.4, 18.4, 18.4 and 23.1 bytes per parameter at the peak of
+    # stages 0-3 (fp32 AdamW, 2 workers, 29M parameters); the estimate is 20, 18, 18 and 20.
+    psi = 29_000_000
+    per_param = [zero_memory(psi, 2, 1, stage, "fp32", 2).peak_bytes / psi for stage in range(4)]
+    assert per_param == pytest.approx([20, 18, 18, 20])
+    for stage, measured in enumerate([20.4, 18.4, 18.4, 23.1]):
+        assert abs(per_param[stage] / measured - 1) <= 0.25
+        paper = zero_model_states(psi, 2, 1, stage, "fp32", 2)
+        estimate = zero_memory(psi, 2, 1, stage, "fp32", 2)
+        assert estimate.model_states_bytes == pytest.approx(paper.total_bytes)
+        assert estimate.total_bytes == pytest.approx(paper.total_bytes + sum(estimate.buffers.values()))
+    # the reduce bucket and ZeRO-3's gathered parameters are capped, not proportional to the model
+    big = 7.5e9
+    z2 = zero_memory(big, 64, 1, 2, "bf16", 2)
+    assert z2.buffers["grads/reduce_bucket"] == 2 * REDUCE_BUCKET_ELEMENTS
+    assert z2.buffers["grads/fp32_partition"] == pytest.approx(2 * big / 64)
+    assert "optimizer/fp32_master_partition" not in z2.buffers  # mixed precision: the paper's K has it
+    z3 = zero_memory(big, 64, 1, 3, "bf16", 2)
+    assert z3.buffers["params/gathered"] == 2 * MAX_LIVE_PARAMETERS
+    assert z3.params_bytes == pytest.approx(2 * big / 64 + 2 * MAX_LIVE_PARAMETERS)
+    # offloading moves the optimizer's buffers to the host with its state
+    off = zero_memory(psi, 2, 1, 2, "fp32", 2, offload_optimizer=True)
+    assert off.optimizer_bytes == 0
+    assert off.offloaded_bytes == pytest.approx((8 + 4 + 4) * psi / 2)
+    assert zero_memory(psi, 2, 1, 0, "fp32", 0).buffers == {"grads/allreduce_flat_copy": 4 * psi}  # SGD
+
+
+def test_memory_bucket_matches_the_deepspeed_config():
+    cfg = config(parallel={"zero_stage": 2})
+    ds = deepspeed_config(cfg, make_plan(cfg, world_size=2))
+    assert ds["zero_optimization"]["reduce_bucket_size"] == REDUCE_BUCKET_ELEMENTS
 
 
 def test_deepspeed_config_matches_the_plan():

@@ -69,6 +69,9 @@ def plan_problems(cfg: RunConfig, world_size: int) -> list[str]:
     if par.pp > 1 and model.arch == "bert" and model.nsp_head:
         problems.append("pipeline stages pass only the hidden state, so BERT's next-sentence head cannot train "
                         "with pp > 1; set model.nsp_head=false or parallel.pp=1")
+    if par.pp > 1 and train.compile:
+        problems.append("train.compile works with parallel.pp = 1 only (DeepSpeed's pipeline engine runs the stages' "
+                        "layers itself); set train.compile=false or parallel.pp=1")
     if par.pp > 1 and model.moe.n_experts:
         problems.append("pipeline parallelism with MoE layers is not supported; set parallel.pp=1 or "
                         "model.moe.n_experts=0")
