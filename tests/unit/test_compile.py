@@ -91,11 +91,14 @@ def test_compile_is_off_by_default():
 
 def test_compile_refuses_pipeline_parallelism():
     from raylm.parallel.engine import build_engine
-    from raylm.parallel.plan import make_plan
+    from raylm.parallel.plan import PlanError, make_plan
 
     cfg = config(True, num_workers=2, pp=2, zero_stage=0)
+    with pytest.raises(PlanError, match="train.compile works with parallel.pp = 1 only"):
+        make_plan(cfg, 2)  # refused before anything launches
+    plan = make_plan(config(False, num_workers=2, pp=2, zero_stage=0), 2)
     with pytest.raises(ValueError, match="train.compile works with parallel.pp = 1 only"):
-        build_engine(cfg, make_plan(cfg, 2), torch.nn.Linear(2, 2), None, None)
+        build_engine(cfg, plan, torch.nn.Linear(2, 2), None, None)  # and by the engine itself
 
 
 @pytest.mark.slow
