@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from tests.services import free_port
 
 from raylm.config import RunConfig
 
@@ -38,12 +38,6 @@ def config(compile_model: bool, **parallel) -> RunConfig:
     data["train"]["compile"] = compile_model
     data["parallel"].update(parallel)
     return RunConfig.from_dict(data)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _train(compile_model: bool) -> tuple[list[float], dict[str, torch.Tensor]]:
@@ -103,7 +97,7 @@ def test_compile_refuses_pipeline_parallelism():
 
 @pytest.mark.slow
 def test_compiled_run_matches_uncompiled(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=1, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=1, join=True)
     results = json.loads((tmp_path / "losses.json").read_text())
     eager, compiled = results["False"], results["True"]
     assert len(set(eager)) == STEPS, f"the losses should move between steps: {eager}"

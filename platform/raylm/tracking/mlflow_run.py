@@ -155,14 +155,15 @@ class MlflowRun:
     def end(self, status: str = "FINISHED") -> None:
         self._call("end the run", self.client.set_terminated, self.run_id, status)
 
-    def finish(self, status: str, error: str | None = None, force: bool = False) -> None:
-        """End the run as ``status`` unless it has ended already (``force``: whatever it ended as).
+    def finish(self, status: str, error: str | None = None, force: bool = False) -> bool:
+        """End the run as ``status`` unless it has ended already (``force``: whatever it ended as);
+        True when this call ended it.
 
         A trial stopped by the scheduler can see its own workers die and try to end as FAILED while
         the driver ends it as KILLED: the driver forces, the trial does not, so KILLED wins in any order.
         """
         if not force and self.status() not in (None, "RUNNING"):
-            return
+            return False
         if error is not None:
             self.set_tag("raylm.error", error[:4000])
         elif force:
@@ -170,6 +171,7 @@ class MlflowRun:
             if run is not None and "raylm.error" in run.data.tags:  # the trial's view of its own stop
                 self._call("clear the error", self.client.delete_tag, self.run_id, "raylm.error")
         self.end(status)
+        return True
 
     def handle(self) -> dict[str, Any]:
         """What a worker needs to log into this run (a plain dict for ``train_loop_config``)."""

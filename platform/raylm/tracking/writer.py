@@ -55,12 +55,7 @@ class TrackingWriter:
     def end_open_runs(self, status: str, error: str) -> list[str]:
         """End every run this writer holds that is still running as ``status`` (the job was stopped);
         returns their ids. Runs that already ended keep their status."""
-        ended = []
-        for run_id, run in self._runs.items():
-            if run.status() in (None, "RUNNING"):
-                run.finish(status, error=error)
-                ended.append(run_id)
-        return ended
+        return [run_id for run_id, run in self._runs.items() if run.finish(status, error=error)]
 
     def ping(self) -> bool:
         return True
