@@ -18,6 +18,16 @@ How it is computed here (same objective, same starts, lowest objective wins; abo
 2. the ``polish`` best distinct end points are finished with ``scipy.optimize.minimize``
    (L-BFGS-B, analytic gradient, tight tolerances); the lowest objective of all wins.
 
+``engine="vp"`` replaces the 4,500-start grid by a handful of starts from variable projection
+(:mod:`raylm.scaling.vpnls`; the VPNLS fit of the Open-Athena scaling-law-analysis project, 2026):
+for fixed (alpha, beta) the law is linear in (E, A, B) >= 0, so those come from an exact
+non-negative least-squares solve (on relative residuals, about the log residuals) and only the two
+exponents are searched, over a grid and then locally. The ``VP_STARTS`` best distinct profile
+optima are then finished on the published Huber objective exactly as above (batched Newton, then
+L-BFGS-B); the lowest objective wins. A string ``starts`` is ignored by this engine; explicit rows
+are polished alongside the VP starts. About 100x faster again than the batched grid, for the same
+optimum on the synthetic and public ladders checked in the tests.
+
 ``engine="scipy"`` instead runs L-BFGS-B with the analytic gradient from every start, one by one:
 the textbook procedure, slower, kept as the reference the batched engine is checked against.
 
@@ -42,8 +52,12 @@ from raylm.scaling.bootstrap import BootstrapSummary
 from raylm.scaling.data import ScalingData
 from raylm.scaling.laws import ChinchillaLaw
 from raylm.scaling.objective import LogData, objective, objective_and_grad, objective_grad_hess
+from raylm.scaling.vpnls import vp_starts
+
+ENGINES = ("batched", "scipy", "vp")
 
 DEFAULT_DELTA = 1e-3
+VP_STARTS = 5  # engine="vp": at most this many distinct variable-projection optima start the Huber fit
 
 #: Start grids: values of (alpha, beta, e, a, b); "full" is the 4,500-start grid of Besiroglu et al. (2024).
 START_GRIDS = {
@@ -105,6 +119,9 @@ def fit_approach3(
     x0 = start_grid(starts) if isinstance(starts, str) else np.atleast_2d(np.asarray(starts, dtype=float))
     _check_options(x0, delta, bootstrap, level, engine)
     logs = data.log
+    if engine == "vp":
+        vp = vp_starts(logs, k=VP_STARTS)
+        x0 = vp if isinstance(starts, str) else np.vstack([vp, x0])
     if engine == "scipy":
         ends, fun = _scipy_each_start(logs, x0, delta)
     else:
@@ -207,5 +224,5 @@ def _check_options(x0: np.ndarray, delta: float, bootstrap: int, level: float, e
         raise UserError(f"bootstrap resamples must be >= 0, got {bootstrap}")
     if not 0 < level < 1:
         raise UserError(f"interval level must be between 0 and 1, got {level}")
-    if engine not in ("batched", "scipy"):
-        raise UserError(f"engine must be 'batched' or 'scipy', got {engine!r}")
+    if engine not in ENGINES:
+        raise UserError(f"engine must be one of {', '.join(map(repr, ENGINES))}, got {engine!r}")

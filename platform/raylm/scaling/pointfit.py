@@ -5,8 +5,9 @@ The availability rules (a predictor that cannot run is reported with its reason,
 - ``approach3``: runs at 2+ compute budgets, and a fitted law with alpha > 0 and beta > 0 (else the
   law has no compute-optimal allocation, Hoffmann et al. 2022, eq. 4);
 - ``approach2``: 2+ budgets with 3+ sizes and an interior parabola minimum (:func:`fit_approach2`);
-- ``frontier``: 2+ budgets with 3+ sizes (4+ with a free floor), a floor below every budget's minimum
-  loss, and minima that decrease with compute (:mod:`raylm.scaling.frontier`);
+- ``frontier``: 2+ budgets with 3+ sizes and an interior minimum (4+ with a free floor), a floor below
+  every budget's minimum loss, and minima that decrease with compute (:mod:`raylm.scaling.frontier`);
+  ``frontier_free`` the same with 4+ such budgets, ``power_law`` with E = 0;
 - ``approach1``: training curves of 2+ runs whose envelope changes model size (:mod:`raylm.scaling.approach1`).
 """
 
@@ -22,7 +23,13 @@ from raylm.scaling.approach2 import Approach2Fit, Approach2Unavailable, fit_appr
 from raylm.scaling.approach3 import DEFAULT_DELTA, Approach3Fit, fit_approach3
 from raylm.scaling.curves import CurveData
 from raylm.scaling.data import ScalingData
-from raylm.scaling.frontier import FrontierLaw, FrontierUnavailable, check_frontier_inputs, fit_frontier
+from raylm.scaling.frontier import (
+    MIN_BUDGETS_FREE_FLOOR,
+    FrontierLaw,
+    FrontierUnavailable,
+    check_frontier_inputs,
+    fit_frontier,
+)
 from raylm.scaling.predictors import (
     APPROACHES,
     Estimates,
@@ -120,6 +127,10 @@ def fit_point(data: ScalingData, budgets, options: FitOptions, curves: CurveData
     theta = a3.theta[None, :]
     frontier = _frontier(layout, data, a3, options, unavailable)
     rows = estimate_rows(layout, data.loss[None, :], theta, budgets)
+    if options.floor is None:
+        unavailable.setdefault("frontier_free", "the frontier's own floor is already fitted (floor=None)")
+    elif not isinstance(options.floor, str) and float(options.floor) == 0.0:
+        unavailable.setdefault("power_law", "the frontier's own floor is already 0 (floor=0)")
     estimates = {}
     for name in APPROACHES:
         if name in unavailable:
@@ -154,10 +165,16 @@ def _frontier(layout: Layout, data: ScalingData, a3, options: FitOptions, unavai
     """The frontier through the data's minima, or None with the reason recorded."""
     _, l_opt, interior, best = isoflop_rows(layout, data.loss[None, :])
     minima = frontier_minima(l_opt, interior, best)[0]
+    measured = np.isfinite(minima)
+    if np.unique(layout.budgets[measured]).size < MIN_BUDGETS_FREE_FLOOR:
+        unavailable["frontier_free"] = (f"{int(measured.sum())} budget(s) with an interior minimum; a free floor "
+                                        f"needs {MIN_BUDGETS_FREE_FLOOR}+")
     try:
         floor = _floor_value(options.floor, a3, unavailable)
-        check_frontier_inputs(layout.budgets, minima, floor)
-        return fit_frontier(layout.budgets, minima, floor)
+        if not measured.any():
+            raise FrontierUnavailable("no budget has its minimum inside the sizes trained")
+        check_frontier_inputs(layout.budgets[measured], minima[measured], floor)
+        return fit_frontier(layout.budgets[measured], minima[measured], floor)
     except (FrontierUnavailable, _NoFloor) as exc:
         unavailable["frontier"] = str(exc)
         return None

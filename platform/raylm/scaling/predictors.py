@@ -13,7 +13,14 @@ subset) and the parametric bootstrap (S simulated rows, :mod:`raylm.scaling.inte
   else the lowest measured loss of the budget, an upper bound) fitted by L*(C) = E + (C0/C)^gamma
   (:mod:`raylm.scaling.frontier`, Kaplan et al. 2020 with a floor); E pinned to the same row's
   Approach 3 E by default. N*, D* from Approach 2's power law where the row has one, else Approach 3's.
+- ``frontier_free``: the same frontier with E fitted too (4+ budgets with interior minima); skipped
+  when the main frontier's floor is already free.
+- ``power_law``: the frontier with E = 0, L*(C) = (C0/C)^gamma (Kaplan et al. 2020, eq. 1.4).
 - ``approach1``: the envelope of training curves (:mod:`raylm.scaling.approach1`, section 3.1).
+
+Frontier minima come only from budgets whose parabola minimum is interior to the sizes trained: a
+budget whose best run is its smallest or largest model has not measured its minimum (its lowest
+loss is an upper bound, often far off at the edge of a ladder).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from raylm.scaling.laws import FLOPS_PER_PARAM_TOKEN
 from raylm.scaling.objective import _BLOCK_ELEMENTS, LogData, objective_grad_hess
 
 #: Every predictor, in the order that breaks ties in the backtest.
-APPROACHES = ("frontier", "approach3", "approach2", "approach1")
+APPROACHES = ("frontier", "approach3", "approach2", "frontier_free", "power_law", "approach1")
 
 
 @dataclass(frozen=True)
@@ -170,8 +177,8 @@ def approach2_rows(layout: Layout, ln_opt, interior, theta, budgets) -> Estimate
 
 
 def frontier_minima(l_opt, interior, best) -> np.ndarray:
-    """Each budget's minimum loss: the parabola minimum where interior, else the lowest measured loss."""
-    return np.where(interior, l_opt, best)
+    """Each budget's minimum loss: the parabola minimum where interior, else nan (not measured)."""
+    return np.where(interior, l_opt, np.nan)
 
 
 def frontier_floor(layout: Layout, theta: np.ndarray) -> np.ndarray | None:
@@ -183,9 +190,9 @@ def frontier_floor(layout: Layout, theta: np.ndarray) -> np.ndarray | None:
     return np.full(theta.shape[0], float(layout.floor))
 
 
-def frontier_rows(layout: Layout, minima, theta, allocation: Estimates, budgets) -> Estimates:
-    """L*(C) = E + (C0/C)^gamma through the per-budget minima of each row, at ``budgets``."""
-    e, log_c0, gamma = fit_frontier_rows(np.log(layout.budgets), minima, frontier_floor(layout, theta))
+def frontier_rows(layout: Layout, minima, floor, allocation: Estimates, budgets) -> Estimates:
+    """L*(C) = E + (C0/C)^gamma through the per-budget minima of each row, at ``budgets``; ``floor`` (S,) or None."""
+    e, log_c0, gamma = fit_frontier_rows(np.log(layout.budgets), minima, floor)
     loss = frontier_rows_predict(e, log_c0, gamma, budgets)
     return Estimates(allocation.n_opt, allocation.d_opt, loss)
 
@@ -197,12 +204,19 @@ def estimate_rows(layout: Layout, losses: np.ndarray, theta: np.ndarray, budgets
     ln_opt, l_opt, interior, best = isoflop_rows(layout, losses)
     a2 = approach2_rows(layout, ln_opt, interior, theta, budgets)
     out["approach2"] = a2
+    minima = frontier_minima(l_opt, interior, best)
+    a3 = out["approach3"]
+    use_a2 = np.isfinite(a2.n_opt)
+    allocation = Estimates(np.where(use_a2, a2.n_opt, a3.n_opt), np.where(use_a2, a2.d_opt, a3.d_opt), a3.loss)
+    measured = interior.sum(axis=1).max(initial=0)
     need = MIN_BUDGETS_FREE_FLOOR if layout.floor is None else MIN_BUDGETS_PINNED_FLOOR
-    if layout.budgets.size >= need:
-        a3 = out["approach3"]
-        use_a2 = np.isfinite(a2.n_opt)
-        allocation = Estimates(np.where(use_a2, a2.n_opt, a3.n_opt), np.where(use_a2, a2.d_opt, a3.d_opt), a3.loss)
-        out["frontier"] = frontier_rows(layout, frontier_minima(l_opt, interior, best), theta, allocation, budgets)
+    if measured >= need:
+        out["frontier"] = frontier_rows(layout, minima, frontier_floor(layout, theta), allocation, budgets)
+    if layout.floor is not None and measured >= MIN_BUDGETS_FREE_FLOOR:
+        out["frontier_free"] = frontier_rows(layout, minima, None, allocation, budgets)
+    zero_floor = layout.floor is not None and not isinstance(layout.floor, str) and float(layout.floor) == 0.0
+    if not zero_floor and measured >= MIN_BUDGETS_PINNED_FLOOR:
+        out["power_law"] = frontier_rows(layout, minima, np.zeros(losses.shape[0]), allocation, budgets)
     if layout.grid is not None:
         factors = np.ones((losses.shape[0], layout.grid.params.size)) if curve_factors is None else curve_factors
         floor = frontier_floor(layout, theta)

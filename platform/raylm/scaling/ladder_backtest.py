@@ -1,0 +1,145 @@
+"""Leave-future-out backtest of a whole ladder: every cut, every later budget, every predictor.
+
+For each cut with at least ``min_measured`` measured budgets (:mod:`raylm.scaling.leave_future_out`)
+every predictor is fitted on the budgets up to the cut and predicts every later budget; the
+recommended prediction is made exactly as a study makes it: the rule of
+:mod:`raylm.scaling.stacking` learns its weights from the cases *before* the cut only (earlier cuts
+predicting budgets up to the cut), and the interval of :mod:`raylm.scaling.calibrated_intervals`
+uses those cases' errors and the predictors' disagreement. Nothing after the cut is seen.
+
+Each case reports the relative error of the predicted loss against the measured best loss of that
+budget, ``(predicted - measured) / measured``, the extrapolation ratio, whether the interval
+covered the measured loss, the interval's width, and ln(N* / best size measured).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from raylm.scaling.calibrated_intervals import calibrated_quantile, interval_scale, spread_of
+from raylm.scaling.data import ScalingData
+from raylm.scaling.leave_future_out import Ladder, Record, cut_fits, records_of
+from raylm.scaling.pointfit import FitOptions
+from raylm.scaling.stacking import choose
+
+RECOMMENDED = "recommended"
+#: Extrapolation-ratio buckets of the summary: (label, low, high], the first closed below at 1.
+BUCKETS = (("1-3x", 1.0, 3.0 - 1e-9), ("3-10x", 3.0 - 1e-9, 10.0 + 1e-9), ("10-30x", 10.0 + 1e-9, 30.0 - 1e-9),
+           ("30-100x", 30.0 - 1e-9, 100.0 + 1e-9), (">100x", 100.0 + 1e-9, np.inf))
+N_FACTOR = 1.5  # N* counts as right within this factor of the best size measured
+
+
+@dataclass(frozen=True)
+class Case:
+    """A record with its interval scale u, the approach behind it (for the recommended one) and q."""
+
+    record: Record
+    u: float
+    approach: str
+
+    def covered(self, q: float) -> bool:
+        return bool(abs(self.record.log_error) <= q * self.u) if self.u > 0 else False
+
+    def width(self, q: float) -> float:
+        """Interval width relative to the prediction: e^(qu) - e^(-qu) (nan without an interval)."""
+        return float(np.exp(q * self.u) - np.exp(-q * self.u)) if self.u > 0 else float("nan")
+
+    def as_dict(self, q: float) -> dict:
+        return {**self.record.as_dict(), "approach": self.approach, "u": self.u, "covered": self.covered(q),
+                "interval_width": self.width(q)}
+
+
+@dataclass(frozen=True)
+class LadderBacktest:
+    """Every case of one ladder, at interval level ``level`` (quantile ``q``)."""
+
+    name: str
+    level: float
+    q: float
+    cases: list[Case] = field(repr=False)
+    budgets: int = 0
+    fit_seconds: float = float("nan")  # median wall time of one cut's fits
+
+    def predictors(self) -> list[str]:
+        names = {c.record.predictor for c in self.cases}
+        return [RECOMMENDED] + sorted(names - {RECOMMENDED})
+
+    def summary(self) -> dict:
+        """Per predictor and ratio bucket: cases, median/max |error|, bias, coverage, width, N* within 1.5x."""
+        out = {}
+        for name in self.predictors():
+            mine = [c for c in self.cases if c.record.predictor == name]
+            out[name] = {label: summarize([c for c in mine if lo < c.record.ratio <= hi], self.q)
+                         for label, lo, hi in BUCKETS}
+            out[name]["all"] = summarize(mine, self.q)
+        return out
+
+    def as_dict(self) -> dict:
+        return {"ladder": self.name, "level": self.level, "quantile": self.q, "budgets": self.budgets,
+                "fit_seconds": self.fit_seconds, "summary": self.summary(),
+                "cases": [c.as_dict(self.q) for c in self.cases]}
+
+
+def summarize(cases: list[Case], q: float) -> dict:
+    if not cases:
+        return {"cases": 0}
+    err = np.array([c.record.rel_error for c in cases])
+    n_log = np.abs([c.record.n_log_ratio for c in cases])
+    widths = np.array([c.width(q) for c in cases])
+    return {"cases": len(cases), "median_abs_error": float(np.median(np.abs(err))),
+            "max_abs_error": float(np.max(np.abs(err))), "mean_error": float(np.mean(err)),
+            "coverage": float(np.mean([c.covered(q) for c in cases])),
+            "median_width": float(np.nanmedian(widths)) if np.isfinite(widths).any() else None,
+            "n_within_factor": float(np.mean(n_log <= np.log(N_FACTOR) + 1e-12)),
+            "median_abs_n_log_ratio": float(np.median(n_log))}
+
+
+def backtest_ladder(data: ScalingData, options: FitOptions, *, name: str = "ladder", level: float = 0.9,
+                    min_measured: int = 3, progress=None) -> LadderBacktest:
+    """The backtest of the module docstring on ``data`` (runs grouped into budgets by ``options``)."""
+    ladder = Ladder.build(data, options)
+    started = time.perf_counter()
+    fits = cut_fits(ladder, options, min_measured=2, progress=progress)
+    per_fit = (time.perf_counter() - started) / max(len(fits), 1)
+    cases: list[Case] = []
+    for fit in fits:
+        if fit.fitted_budgets < min_measured:
+            continue
+        inner = records_of(ladder, [f for f in fits if f.index < fit.index], upto=fit.index)
+        choice = choose(inner, list(fit.point.estimates))
+        own = records_of(ladder, [fit])
+        for col, k in enumerate(fit.targets):
+            losses = {n: e.loss[0, col] for n, e in fit.point.estimates.items()}
+            sizes = {n: e.n_opt[0, col] for n, e in fit.point.estimates.items()}
+            ratio = ladder.budgets[k] / fit.cut
+            u = float(interval_scale(ratio, spread_of(losses), choice.scale)[0])
+            mine = [r for r in own if r.target == ladder.budgets[k]]
+            cases += [Case(r, u, r.predictor) for r in mine]
+            if choice.approach is not None:
+                rec = Record(fit.cut, fit.fitted_budgets, fit.span, float(ladder.budgets[k]), RECOMMENDED,
+                             float(choice.combine(losses)), mine[0].actual, mine[0].actual_source,
+                             float(choice.combine(sizes)), mine[0].n_best)
+                cases.append(Case(rec, u, choice.approach))
+    return LadderBacktest(name, level, calibrated_quantile(level), cases, int(ladder.budgets.size), per_fit)
+
+
+def format_summary(result: LadderBacktest, predictors=None) -> str:
+    """A plain-text table: one row per predictor and ratio bucket with cases."""
+    lines = [f"{result.name}: {result.budgets} budgets, interval level {result.level:g} (q = {result.q:.3f}); "
+             "errors are (predicted - measured) / measured of the best loss",
+             f"{'predictor':<14}{'ratio':>9}{'cases':>7}{'median|err|':>13}{'max|err|':>10}{'bias':>9}"
+             f"{'coverage':>10}{'width':>8}{'N* in 1.5x':>12}"]
+    summary = result.summary()
+    for name in predictors or result.predictors():
+        for label, _, _ in BUCKETS:
+            s = summary.get(name, {}).get(label, {"cases": 0})
+            if not s["cases"]:
+                continue
+            width = "n/a" if s["median_width"] is None else f"{s['median_width']:.2%}"
+            lines.append(f"{name:<14}{label:>9}{s['cases']:>7}{s['median_abs_error']:>13.2%}"
+                         f"{s['max_abs_error']:>10.2%}{s['mean_error']:>+9.2%}{s['coverage']:>10.2f}"
+                         f"{width:>8}{s['n_within_factor']:>12.2f}")
+    return "\n".join(lines)
