@@ -9,9 +9,14 @@ EPILOG = """\
 The CSV has a header row and one row per run: params,tokens,loss (flops optional: the compute
 each run was charged; 6*params*tokens when absent; tokens may be left out when flops is given).
 
+A `budget` column (a ladder's nominal compute label) groups runs exactly by it; an `experiment`
+column names the ladder of each row when a file holds several (--experiment picks one; --backtest
+runs every one).
+
 examples:
   raylm fit --csv jobs/data/synthetic_isoflop.csv --budget 1e22 --out fit_out
   raylm fit --csv runs.csv --bootstrap 4000 --seed 0 --budget 5.76e23,1e24
+  raylm fit --csv jobs/data/ladders/llama_3.csv --backtest --out backtest_out
 """
 
 
@@ -39,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--starts", choices=("full", "coarse"), default="full",
                         help="Approach 3 start grid: full = 4,500 starts, coarse = 243")
     parser.add_argument("--delta", type=float, default=1e-3, help="Huber delta on the log-loss residual")
-    parser.add_argument("--level", type=float, default=0.95, help="interval level, e.g. 0.95 or 0.8")
+    parser.add_argument("--level", type=float, default=None,
+                        help="interval level, e.g. 0.95 or 0.8 (default 0.95; 0.9 with --backtest)")
     parser.add_argument("--exclude-highest", type=int, default=0, metavar="K",
                         help="drop the K highest-loss runs first (Besiroglu et al. 2024 drop 5)")
     parser.add_argument("--isoflop-budgets", action="append", metavar="C",
@@ -48,6 +54,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="Approach 2: runs within a factor 1+T of a budget belong to it")
     parser.add_argument("--simulations", type=int, default=200, metavar="N",
                         help="recommended prediction: simulated data sets for its loss interval (0: none)")
+    parser.add_argument("--backtest", action="store_true",
+                        help="leave-future-out backtest: fit on the budgets up to each cut, predict every later "
+                        "budget; print a table per ladder (and backtest.json in --out, or --json)")
+    parser.add_argument("--json", action="store_true", help="with --backtest: print JSON instead of the table")
+    parser.add_argument("--experiment", metavar="NAME", help="the ladder to use when the CSV's 'experiment' "
+                        "column holds several")
     parser.add_argument("--noise", type=float, default=None, metavar="SIGMA",
                         help="recommended prediction: run-to-run relative noise of the loss, if measured "
                         "(e.g. 0.005 from repeated seeds); default: estimated from the Approach 3 residuals")
@@ -57,13 +69,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _fit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from raylm.scaling.io import read_csv
+    from raylm.scaling.io import has_budget_labels, read_csv
+
+    if args.backtest:
+        return _backtest(args)
     from raylm.scaling.report import fit_scaling_laws
 
+    data = read_csv(args.csv, args.experiment)
+    groups = args.isoflop_budgets
+    if not groups and has_budget_labels(args.csv):
+        groups = sorted(set(data.flops.tolist()))
     report = fit_scaling_laws(
-        read_csv(args.csv), budgets=args.budget, bootstrap=args.bootstrap, seed=args.seed, starts=args.starts,
-        delta=args.delta, level=args.level, exclude_highest=args.exclude_highest,
-        isoflop_budgets=args.isoflop_budgets, isoflop_tolerance=args.isoflop_tolerance,
+        data, budgets=args.budget, bootstrap=args.bootstrap, seed=args.seed, starts=args.starts,
+        delta=args.delta, level=0.95 if args.level is None else args.level, exclude_highest=args.exclude_highest,
+        isoflop_budgets=groups, isoflop_tolerance=args.isoflop_tolerance,
         simulations=args.simulations, noise=args.noise,
     )
     result = report.as_dict()
@@ -77,4 +96,47 @@ def _fit(args: argparse.Namespace) -> int:
         result["plots"] = [str(p) for p in paths]
         (out / "fit.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    """``--backtest``: every ladder of the file (or --experiment), a table each, JSON to --out or stdout."""
+    import sys
+    from pathlib import Path
+
+    from raylm.scaling.io import has_budget_labels, read_ladders
+    from raylm.scaling.ladder_backtest import backtest_ladder, format_summary
+    from raylm.scaling.pointfit import FitOptions
+    from raylm.scaling.report import json_safe
+
+    ladders = read_ladders(args.csv)
+    if args.experiment is not None:
+        from raylm.errors import UserError
+
+        if args.experiment not in ladders:
+            raise UserError(f"{args.csv}: no experiment {args.experiment!r}; it holds {', '.join(ladders)}")
+        ladders = {args.experiment: ladders[args.experiment]}
+    labelled = has_budget_labels(args.csv)
+    results = []
+    for name, data in ladders.items():
+        data = data.without_highest_losses(args.exclude_highest)
+        groups = args.isoflop_budgets or (sorted(set(data.flops.tolist())) if labelled else None)
+        options = FitOptions(starts=args.starts, delta=args.delta, isoflop_budgets=tuple(groups) if groups else None,
+                             isoflop_tolerance=args.isoflop_tolerance)
+        print(f"backtesting {name} ...", file=sys.stderr, flush=True)
+        result = backtest_ladder(data, options, name=name, level=0.9 if args.level is None else args.level,
+                                 progress=lambda done, total: print(f"  cut {done}/{total}", file=sys.stderr,
+                                                                    end="\r" if sys.stderr.isatty() else "\n",
+                                                                    flush=True))
+        results.append(result)
+        if not args.json:
+            print(format_summary(result) + "\n")
+    payload = json_safe({"csv": str(args.csv), "ladders": [r.as_dict() for r in results]})
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "backtest.json").write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {out / 'backtest.json'}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(payload, indent=2))
     return 0

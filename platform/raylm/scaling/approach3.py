@@ -23,10 +23,11 @@ How it is computed here (same objective, same starts, lowest objective wins; abo
 for fixed (alpha, beta) the law is linear in (E, A, B) >= 0, so those come from an exact
 non-negative least-squares solve (on relative residuals, about the log residuals) and only the two
 exponents are searched, over a grid and then locally. The ``VP_STARTS`` best distinct profile
-optima are then finished on the published Huber objective exactly as above (batched Newton, then
-L-BFGS-B); the lowest objective wins. A string ``starts`` is ignored by this engine; explicit rows
-are polished alongside the VP starts. About 100x faster again than the batched grid, for the same
-optimum on the synthetic and public ladders checked in the tests.
+optima (each with a copy that revives any term the NNLS set to 0, see
+:func:`~raylm.scaling.vpnls.vp_starts`) are then finished on the published Huber objective exactly
+as above (batched Newton, then L-BFGS-B); the lowest objective wins. A string ``starts`` is
+ignored by this engine; explicit rows are polished alongside the VP starts. Some 50x faster than
+the batched grid, and the same optimum on the synthetic and public ladders the tests check.
 
 ``engine="scipy"`` instead runs L-BFGS-B with the analytic gradient from every start, one by one:
 the textbook procedure, slower, kept as the reference the batched engine is checked against.
@@ -57,7 +58,7 @@ from raylm.scaling.vpnls import vp_starts
 ENGINES = ("batched", "scipy", "vp")
 
 DEFAULT_DELTA = 1e-3
-VP_STARTS = 5  # engine="vp": at most this many distinct variable-projection optima start the Huber fit
+VP_STARTS = 5  # engine="vp": this many distinct variable-projection optima (and lifted copies) start the fit
 
 #: Start grids: values of (alpha, beta, e, a, b); "full" is the 4,500-start grid of Besiroglu et al. (2024).
 START_GRIDS = {

@@ -30,14 +30,6 @@ class SimulatedIntervals:
     backtest_range: dict[str, tuple[float, float]]
     backtest_errors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # ln(pred/actual) (S,)
 
-    def difference_sd(self, first: str, second: str) -> float:
-        """Standard deviation over the simulated studies of the paired difference of two backtest errors."""
-        if first not in self.backtest_errors or second not in self.backtest_errors:
-            return float("nan")
-        diff = self.backtest_errors[first] - self.backtest_errors[second]
-        diff = diff[np.isfinite(diff)]
-        return float(np.std(diff, ddof=1)) if diff.size > 2 else float("nan")
-
 
 def simulated_intervals(point: PointFit, test: Backtest, noise: NoiseEstimate, budgets, level: float,
                         size: int, seed: int, warm_starts: int, delta: float) -> SimulatedIntervals:

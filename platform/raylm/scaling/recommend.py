@@ -1,24 +1,17 @@
 """One call from a finished IsoFLOP grid to a recommended, honest prediction for bigger budgets.
 
 ``recommend(data, targets)`` fits every predictor (:mod:`raylm.scaling.predictors`: Approaches 1, 2
-and 3 of Hoffmann et al. 2022 and the compute frontier L*(C) = E + (C0/C)^gamma), backtests them
-(:mod:`raylm.scaling.backtest`: the largest budget held out), attaches prediction intervals
-(:mod:`raylm.scaling.intervals`, run by :mod:`raylm.scaling.calibration`: a parametric bootstrap with
-the run noise, basic pivot intervals, widened when the real backtest fails the simulated ones) and
-recommends, per target, the prediction of the predictor with the smallest backtest error. The
-recommended interval is that predictor's own; the choice itself is not simulated (its effect is in
-the coverage measured in docs/scaling.md, which is of the recommended interval).
-
-Recommendation rule: among the predictors available on the full data, the one with the smallest
-|relative error| in the backtest, where differences within the noise are ties and ties go to the
-first in :data:`APPROACHES` (frontier, approach3, approach2, approach1: fewest parameters first).
-"Within the noise": with simulated studies (``bootstrap`` > 0), a predictor earlier in that order
-is preferred to the one with the smallest error when its |ln(1 + error)| exceeds the smallest by no
-more than one standard deviation of the paired difference of the two errors over the simulated
-backtests (a single held-out budget cannot tell them apart better than that); without simulations,
-only exact ties. A predictor without a backtest error (not available on the smaller data) ranks
-after those with one. Without any backtest (fewer than 3 budgets) the first available predictor in
-that order is recommended. ``reason`` says which case applied.
+and 3 of Hoffmann et al. 2022, the compute frontier L*(C) = E + (C0/C)^gamma with its floor pinned
+to the law's E, fitted, or 0), scores them on the data's own leave-future-out cases
+(:mod:`raylm.scaling.leave_future_out`: fit up to each earlier budget, predict the later ones) and
+recommends by the rule of :mod:`raylm.scaling.stacking`: their stacked combination with weights
+learnt from those cases, one predictor when there are too few, the frontier without any. The
+recommended interval is calibrated on real extrapolation errors
+(:mod:`raylm.scaling.calibrated_intervals`: it grows with the extrapolation ratio, the data's own
+backtest errors and the predictors' disagreement); every predictor keeps its own simulated
+interval (:mod:`raylm.scaling.intervals`, run by :mod:`raylm.scaling.calibration`: a parametric
+bootstrap with the run noise, which knows only the noise of the law it assumes). ``backtest`` is
+the largest budget held out, reported per predictor.
 """
 
 from __future__ import annotations
@@ -30,18 +23,23 @@ import numpy as np
 from raylm.errors import UserError
 from raylm.scaling.approach3 import DEFAULT_DELTA, Approach3Fit
 from raylm.scaling.backtest import Backtest, run_backtest
+from raylm.scaling.calibrated_intervals import calibrated_interval, calibrated_quantile, spread_of
 from raylm.scaling.calibration import SimulatedIntervals, simulated_intervals
 from raylm.scaling.curves import CurveData
 from raylm.scaling.data import ScalingData
 from raylm.scaling.intervals import NoiseEstimate, estimate_noise
+from raylm.scaling.leave_future_out import Ladder, Record, cut_fits, records_of
 from raylm.scaling.objective import log_predict
 from raylm.scaling.pointfit import FitOptions, PointFit, fit_point
 from raylm.scaling.predict import parse_budgets
-from raylm.scaling.predictors import APPROACHES, isoflop_residuals
+from raylm.scaling.predictors import isoflop_residuals
+from raylm.scaling.stacking import STACKED, Choice, choose
 
 NAN_PAIR = (float("nan"), float("nan"))
-INTERVAL_METHOD = ("parametric bootstrap from the Approach 3 fit with the run noise, basic (pivot) interval, "
-                   "widened when the real backtest error lies beyond one standard deviation of the simulated ones")
+INTERVAL_METHOD = ("per predictor: parametric bootstrap from the Approach 3 fit with the run noise, basic (pivot) "
+                   "interval, widened when the real backtest error lies beyond one standard deviation of the "
+                   "simulated ones; recommended: calibrated on the public ladders' extrapolation errors "
+                   "(raylm.scaling.calibrated_intervals)")
 
 
 @dataclass(frozen=True)
@@ -88,11 +86,9 @@ class Recommendation:
     seed: int
     simulated: SimulatedIntervals | None = field(default=None, repr=False)
     point: PointFit | None = field(default=None, repr=False)
-
-    @property
-    def recommended(self) -> list[LossPrediction]:
-        """The recommended predictor's prediction at every target (empty when no predictor is available)."""
-        return [] if self.approach is None else self.predictions[self.approach]
+    recommended: list[LossPrediction] = field(default_factory=list)  # the rule's prediction, calibrated interval
+    choice: Choice | None = field(default=None, repr=False)
+    cases: list[Record] = field(default_factory=list, repr=False)  # the data's own leave-future-out cases
 
     def as_dict(self) -> dict:
         from raylm.scaling.report import json_safe
@@ -104,6 +100,8 @@ class Recommendation:
             "unavailable": self.unavailable, "backtest": self.backtest.as_dict(),
             "noise": None if self.noise is None else self.noise.as_dict(),
             "bootstrap": self._bootstrap_dict(),
+            "choice": None if self.choice is None else self.choice.as_dict(),
+            "leave_future_out": leave_future_out_errors(self.cases),
             "fits": {} if self.point is None else self.point.fits_as_dict(),
         })
 
@@ -164,7 +162,8 @@ def recommend(
         sims = simulated_intervals(point, test, noise_est, budgets, level, bootstrap, seed, warm_starts,
                                    options.delta)
         bands = sims.bands
-    approach, reason = _choose(point, test, sims)
+    cases = _own_cases(data, options)
+    choice = choose(cases, list(point.estimates))
     predictions = {}
     for name, est in point.estimates.items():
         loss_band, run_band = bands.get(name, (None, None))
@@ -173,34 +172,50 @@ def recommend(
                            _pair(loss_band, i), _pair(run_band, i), level)
             for i, c in enumerate(budgets)
         ]
+    recommended = _recommended(point, choice, budgets, level, noise_est)
+    if choice.approach == STACKED:
+        predictions[STACKED] = recommended
     return Recommendation(targets=tuple(budgets), level=level, predictions=predictions,
-                          unavailable=dict(point.unavailable), backtest=test, approach=approach, reason=reason,
-                          noise=noise_est, bootstrap=bootstrap, seed=seed, simulated=sims, point=point)
+                          unavailable=dict(point.unavailable), backtest=test, approach=choice.approach,
+                          reason=choice.reason, noise=noise_est, bootstrap=bootstrap, seed=seed, simulated=sims,
+                          point=point, recommended=recommended, choice=choice, cases=cases)
 
 
-def _choose(point: PointFit, test: Backtest, sims: SimulatedIntervals | None) -> tuple[str | None, str]:
-    """The rule of the module docstring: smallest backtest error, differences within the noise are ties."""
-    available = [k for k in APPROACHES if k in point.estimates]
-    if not available:
-        return None, "no predictor is available: " + "; ".join(f"{k}: {v}" for k, v in point.unavailable.items())
-    ranked = [k for k in test.ranking() if k in available]
-    if not ranked:
-        why = test.note or "no predictor available on the data without the largest budget"
-        return available[0], f"no backtest ({why}); first available in the order {', '.join(APPROACHES)}"
-    best = ranked[0]
-    errors = ", ".join(f"{k} {test.rel_error[k]:+.2%}" for k in ranked)
-    why = (f"smallest backtest error predicting the held-out budget C={test.budget:.3g} "
-           f"({test.actual_source} {test.actual:.4g}): {errors}")
-    for name in (k for k in APPROACHES if k in ranked and k != best):
-        if APPROACHES.index(name) > APPROACHES.index(best):
-            break
-        sd = sims.difference_sd(name, best) if sims is not None else float("nan")
-        excess = abs(np.log1p(test.rel_error[name])) - abs(np.log1p(test.rel_error[best]))
-        if np.isfinite(sd) and excess <= sd:
-            return name, (f"backtest error within the noise of the smallest ({best}): {excess:.2%} more, one "
-                          f"simulated standard deviation of the difference is {sd:.2%}; {name} comes first in "
-                          f"the order {', '.join(APPROACHES)}. Errors: {errors}")
-    return best, why
+def _own_cases(data: ScalingData, options: FitOptions) -> list[Record]:
+    """Leave-future-out cases of the data's own budgets: every cut with 2+ measured budgets."""
+    ladder = Ladder.build(data, options)
+    return records_of(ladder, cut_fits(ladder, options, min_measured=2))
+
+
+def _recommended(point: PointFit, choice: Choice, budgets: list[float], level: float,
+                 noise: NoiseEstimate | None) -> list[LossPrediction]:
+    """The rule's prediction at every target with its calibrated interval (``run_interval`` adds one run's noise)."""
+    if choice.approach is None:
+        return []
+    losses = {k: e.loss[0] for k, e in point.estimates.items()}
+    sizes = {k: e.n_opt[0] for k, e in point.estimates.items()}
+    loss, n_opt = choice.combine(losses), choice.combine(sizes)
+    ratio = np.asarray(budgets) / float(np.max(point.layout.budgets if point.layout.budgets.size else point.data.flops))
+    spread = spread_of(losses)
+    low, high = calibrated_interval(loss, ratio, spread, choice.scale, level)
+    run_low, run_high = low, high
+    if noise is not None and np.all(np.isfinite(low)):
+        q = calibrated_quantile(level)
+        u_run = np.sqrt((np.log(high / loss) / q) ** 2 + noise.sigma ** 2)
+        run_low, run_high = loss * np.exp(-q * u_run), loss * np.exp(q * u_run)
+    return [LossPrediction(choice.approach, c, float(n_opt[i]), float(c / (6.0 * n_opt[i])), float(loss[i]),
+                           (float(low[i]), float(high[i])), (float(run_low[i]), float(run_high[i])), level)
+            for i, c in enumerate(budgets)]
+
+
+def leave_future_out_errors(cases: list[Record]) -> dict:
+    """Per predictor: cases, RMS and max |relative error| over the data's own leave-future-out cases."""
+    out = {}
+    for name in sorted({r.predictor for r in cases}):
+        err = np.array([r.rel_error for r in cases if r.predictor == name])
+        out[name] = {"cases": int(err.size), "rms_rel_error": float(np.sqrt(np.mean(err ** 2))),
+                     "max_abs_rel_error": float(np.max(np.abs(err)))}
+    return out
 
 
 def _pair(band, i: int) -> tuple[float, float]:

@@ -35,6 +35,8 @@ from raylm.scaling.objective import LogData
 DEFAULT_EXPONENTS = np.round(np.arange(1, 126) * 0.02, 10)
 #: E, A or B set to 0 by the NNLS is taken as this before the log of theta.
 FLOOR = 1e-12
+#: In :func:`vp_starts`, a term set to 0 is also tried at this fraction of the smallest loss.
+LIFT = 0.01
 #: The non-empty subsets of the three coefficients (E, A, B): candidate supports of the NNLS optimum.
 SUBSETS = [s for k in (1, 2, 3) for s in itertools.combinations(range(3), k)]
 
@@ -43,9 +45,9 @@ def nnls3(gram: np.ndarray, rhs: np.ndarray, const: np.ndarray | float) -> tuple
     """Exact NNLS of K problems with three unknowns, from Gram matrices (K, 3, 3) and right-hand sides (K, 3).
 
     Problem k is min_{c >= 0} |y - U c|^2 with gram = U^T U, rhs = U^T y, const = y^T y. Every
-    subset of the unknowns is solved unconstrained (the others held at 0); the feasible
-    (all >= 0) solution of least SSE is the NNLS optimum (see the module docstring). Columns are
-    scaled to unit norm first, which leaves the feasibility of each solution unchanged.
+    subset of the unknowns is solved unconstrained (the others held at 0), all problems at once;
+    the feasible (all >= 0) solution of least SSE, or c = 0, is the NNLS optimum (see the
+    module docstring). Columns are scaled to unit norm first, which leaves feasibility unchanged.
     Returns the coefficients (K, 3) and their SSE (K,).
     """
     gram, rhs = np.asarray(gram, dtype=float), np.asarray(rhs, dtype=float)
@@ -54,27 +56,39 @@ def nnls3(gram: np.ndarray, rhs: np.ndarray, const: np.ndarray | float) -> tuple
     scale = np.where(np.isfinite(diag) & (diag > 0), diag, 1.0)
     g = gram / (scale[:, :, None] * scale[:, None, :])
     h = rhs / scale
-    best_c, best_sse = np.zeros_like(h), const.copy()  # the empty subset: c = 0
-    for subset in SUBSETS:
-        c = _subset_solution(g, h, subset)
-        sse = const - 2.0 * np.einsum("ki,ki->k", h, c) + np.einsum("ki,kij,kj->k", c, g, c)
-        better = np.all(c >= 0.0, axis=1) & (sse < best_sse)
-        best_c[better], best_sse[better] = c[better], sse[better]
-    return best_c / scale, np.maximum(best_sse, 0.0)
+    c = _subset_solutions(g, h)  # (K, 7, 3)
+    sse = const[:, None] - 2.0 * np.einsum("ki,ksi->ks", h, c) + np.einsum("ksi,kij,ksj->ks", c, g, c)
+    sse = np.where(np.all(c >= 0.0, axis=2), sse, np.inf)  # NaN (singular) rows are infeasible too
+    pick = np.argmin(sse, axis=1)
+    rows = np.arange(h.shape[0])
+    best_sse = sse[rows, pick]
+    empty = ~(best_sse < const)  # c = 0 is feasible with SSE = const
+    best_c = np.where(empty[:, None], 0.0, c[rows, pick])
+    return best_c / scale, np.maximum(np.where(empty, const, best_sse), 0.0)
 
 
-def _subset_solution(g: np.ndarray, h: np.ndarray, subset: tuple[int, ...]) -> np.ndarray:
-    """Least squares on the unknowns ``subset`` only (others 0); singular systems give NaN (infeasible)."""
-    idx = list(subset)
-    m, r = g[:, idx][:, :, idx], h[:, idx]
+def _subset_solutions(g: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Least squares on each subset of :data:`SUBSETS` (the others fixed at 0): (K, 7, 3).
+
+    ``g`` has a unit diagonal (scaled columns), so one unknown gives c_i = h_i, two the 2x2
+    closed form, and all three one batched LU solve. Singular systems give NaN rows (infeasible).
+    """
+    out = np.zeros(h.shape[:1] + (len(SUBSETS), 3))
     with np.errstate(all="ignore"):
-        det = np.linalg.det(m)
-    ok = np.isfinite(det) & (np.abs(det) > 1e-15) & np.all(np.isfinite(r), axis=1)
-    m = np.where(ok[:, None, None], m, np.eye(len(idx)))
-    solution = np.linalg.solve(m, np.where(ok[:, None], r, 0.0)[..., None])[..., 0]
-    out = np.zeros_like(h)
-    out[:, idx] = solution
-    out[~ok] = np.nan
+        for s, subset in enumerate(SUBSETS):
+            if len(subset) == 1:
+                out[:, s, subset[0]] = h[:, subset[0]]
+            elif len(subset) == 2:
+                i, j = subset
+                det = 1.0 - g[:, i, j] ** 2
+                bad = ~(det > 1e-15)
+                out[:, s, i] = (h[:, i] - g[:, i, j] * h[:, j]) / det
+                out[:, s, j] = (h[:, j] - g[:, i, j] * h[:, i]) / det
+                out[bad, s] = np.nan
+        det = np.linalg.det(g)
+    ok = np.isfinite(det) & (det > 1e-15) & np.all(np.isfinite(h), axis=1)
+    full = np.linalg.solve(np.where(ok[:, None, None], g, np.eye(3)), np.where(ok[:, None], h, 0.0)[..., None])
+    out[:, -1] = np.where(ok[:, None], full[..., 0], np.nan)
     return out
 
 
@@ -107,13 +121,14 @@ def vp_profile(log_n, log_d, loss, alphas=DEFAULT_EXPONENTS, betas=DEFAULT_EXPON
 def profile_point(log_n, log_d, loss, alpha: float, beta: float) -> tuple[float, np.ndarray]:
     """SSE and (E, A, B) at one (alpha, beta); the SSE is summed from the residuals, exact down to tiny values.
 
-    When the unconstrained least-squares solution (by QR, the accurate route) is feasible it is the
-    NNLS optimum; otherwise :func:`nnls3` decides.
+    When the unconstrained least-squares solution (by SVD of the column-scaled matrix, the accurate
+    route) is feasible it is the NNLS optimum; otherwise :func:`nnls3` decides.
     """
     one = 1.0 / loss
     u = np.stack([one, np.exp(-alpha * log_n) * one, np.exp(-beta * log_d) * one], axis=1)  # (n, 3)
     target = np.ones_like(one)
-    coef = np.linalg.lstsq(u, target, rcond=None)[0]
+    norms = np.linalg.norm(u, axis=0)  # unit columns: a term far below the others is not cut off as rank loss
+    coef = np.linalg.lstsq(u / norms, target, rcond=None)[0] / norms
     if not np.all(coef >= 0.0):
         coef = nnls3((u.T @ u)[None], u.sum(axis=0)[None], float(loss.size))[0][0]
     resid = target - u @ coef
@@ -134,10 +149,11 @@ def _grid_minima(sse: np.ndarray, limit: int) -> list[tuple[int, int]]:
 
 
 def _refine(logs3, start: tuple[float, float, float], step: tuple[float, float], upper: float):
-    """Nelder-Mead on the profile SSE(alpha, beta) from a grid cell (alpha, beta, sse); returns (alpha, beta, sse, coef).
+    """Nelder-Mead on the profile SSE(alpha, beta) from a grid cell ``start`` = (alpha, beta, sse).
 
-    Stops when the simplex is within 1e-10 in both exponents and its SSE values agree to 1e-12 of
-    the cell's SSE (rounding noise of the profile), or after 600 evaluations.
+    Returns (alpha, beta, sse, coef) at the end point. Stops when the simplex is within 1e-10 in
+    both exponents and its SSE values agree to 1e-12 of the cell's SSE (rounding noise of the
+    profile), or after 600 evaluations.
     """
     from scipy.optimize import minimize
 
@@ -196,8 +212,23 @@ def _spacing(grid: np.ndarray) -> float:
 
 
 def vp_starts(data, k: int = 5, alphas=DEFAULT_EXPONENTS, betas=DEFAULT_EXPONENTS) -> np.ndarray:
-    """Starts for the Approach 3 fit: the ``k`` best distinct VP optima as theta rows (m, 5), m <= k."""
-    return vp_optima(data, k, alphas, betas)[0]
+    """Starts for the Approach 3 fit: the ``k`` best distinct VP optima as theta rows, best first.
+
+    An optimum whose NNLS set E, A or B to 0 sits, in log parameters, where that term has no
+    gradient (its log is ln 1e-12), so a local fit from it can never bring the term back. Each such
+    row is followed by a lifted copy in which every zero term is worth :data:`LIFT` of the smallest
+    loss (E = LIFT min L; A N^-alpha, B D^-beta the same at the geometric mean of N, D): (m, 5), m <= 2k.
+    """
+    log_n, log_d, loss = _as_logs(data)
+    rows = []
+    for row in vp_optima((log_n, log_d, np.log(loss)), k, alphas, betas)[0]:
+        rows.append(row)
+        floored = row[:3] <= np.log(FLOOR) + 1e-9
+        if floored.any():
+            level = np.log(LIFT * loss.min())
+            lifted = np.array([level + row[3] * log_n.mean(), level + row[4] * log_d.mean(), level])
+            rows.append(np.where(np.append(floored, [False, False]), np.append(lifted, [0.0, 0.0]), row))
+    return np.array(rows).reshape(-1, 5)
 
 
 def fit_vpnls(data, alphas=DEFAULT_EXPONENTS, betas=DEFAULT_EXPONENTS) -> tuple[np.ndarray, float]:

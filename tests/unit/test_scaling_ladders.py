@@ -1,0 +1,184 @@
+"""Leave-future-out backtests on ladders: the harness on a synthetic ladder with a known answer, the
+ladder CSVs (budget and experiment columns), the stacking rule and the calibrated intervals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.optimize import nnls
+
+from raylm.cli import main
+from raylm.errors import UserError
+from raylm.scaling import ScalingData
+from raylm.scaling.calibrated_intervals import (
+    calibrated_interval,
+    calibrated_quantile,
+    calibration_table,
+    interval_scale,
+    weighted_quantile,
+)
+from raylm.scaling.io import read_csv, read_ladders
+from raylm.scaling.ladder_backtest import RECOMMENDED, backtest_ladder, format_summary
+from raylm.scaling.laws import BESIROGLU_2024, tokens_for_budget
+from raylm.scaling.leave_future_out import Ladder, Record, budget_best, cut_fits, records_of
+from raylm.scaling.pointfit import FitOptions
+from raylm.scaling.stacking import STACKED, choose, simplex_least_squares
+
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
+LADDERS = Path(__file__).resolve().parents[2] / "jobs" / "data" / "ladders"
+LAW = BESIROGLU_2024
+BUDGETS = (1e18, 2e18, 4e18, 8e18, 1.6e19, 3.2e19)
+
+
+def exact_ladder(budgets=BUDGETS, sizes=9, spread=16.0) -> ScalingData:
+    """Runs on the Chinchilla law itself, no noise, centred on each budget's optimum."""
+    c = np.repeat(budgets, sizes)
+    n = LAW.optimal_params(c) * np.tile(np.geomspace(1 / np.sqrt(spread), np.sqrt(spread), sizes), len(budgets))
+    d = tokens_for_budget(c, n)
+    return ScalingData.from_arrays(n, d, LAW.loss(n, d), c)
+
+
+@pytest.fixture(scope="module")
+def exact_backtest():
+    data = exact_ladder()
+    return backtest_ladder(data, FitOptions(isoflop_budgets=BUDGETS), name="exact")
+
+
+def test_harness_on_an_exact_law_knows_the_answer(exact_backtest):
+    """With no noise, Approach 3 recovers the law: its predictions of later budgets equal the law's optimum."""
+    cases = [c for c in exact_backtest.cases if c.record.predictor == "approach3"]
+    cuts = sorted({c.record.cut for c in cases})
+    assert cuts == pytest.approx(list(BUDGETS[2:-1]))  # 3+ measured budgets fitted, a later one to predict
+    for c in cases:
+        truth = float(LAW.optimal_loss(c.record.target))
+        assert c.record.predicted == pytest.approx(truth, rel=1e-6)
+        assert c.record.ratio == pytest.approx(c.record.target / c.record.cut)
+        # the measured best is the parabola minimum of the budget's runs, within a parabola's bias of the truth
+        assert c.record.actual_source == "parabola minimum" and c.record.actual == pytest.approx(truth, rel=2e-3)
+        assert abs(c.record.n_log_ratio) < np.log(1.2)
+    summary = exact_backtest.summary()
+    assert summary["approach3"]["all"]["cases"] == len(cases) == 3 + 2 + 1
+    assert summary[RECOMMENDED]["all"]["max_abs_error"] < 3e-3
+    text = format_summary(exact_backtest)
+    assert "recommended" in text and "3-10x" in text
+    out = json.loads(json.dumps(exact_backtest.as_dict()))
+    assert out["cases"][0]["rel_error"] == pytest.approx(out["cases"][0]["predicted"] / out["cases"][0]["actual"] - 1)
+
+
+def test_recommended_learns_only_from_cases_before_the_cut():
+    data = exact_ladder()
+    options = FitOptions(isoflop_budgets=BUDGETS)
+    ladder = Ladder.build(data, options)
+    fits = cut_fits(ladder, options, min_measured=2)
+    assert [f.index for f in fits] == [1, 2, 3, 4]
+    inner = records_of(ladder, [f for f in fits if f.index < 3], upto=3)
+    assert inner and max(r.target for r in inner) == pytest.approx(BUDGETS[3])
+    assert max(r.cut for r in inner) == pytest.approx(BUDGETS[2])
+
+
+def test_budget_best_on_the_edge_is_the_lowest_measured_loss():
+    n = np.array([1e8, 2e8, 4e8, 8e8])
+    best = budget_best(n, np.array([3.0, 3.1, 3.3, 3.6]), 1e19)  # loss rises with size: optimum below the grid
+    assert not best.interior and best.source == "lowest measured loss" and (best.loss, best.n_best) == (3.0, 1e8)
+    best = budget_best(n, np.array([3.2, 3.0, 3.05, 3.3]), 1e19)
+    assert best.interior and 2e8 < best.n_best < 4e8 and best.loss < 3.0
+
+
+def test_ladder_csvs_group_by_budget_and_split_by_experiment():
+    ladders = read_ladders(LADDERS / "llama_3.csv")
+    assert set(ladders) == {"llama_3__raw_loss", "llama_3__exp_loss"}
+    raw = ladders["llama_3__raw_loss"]
+    assert len(raw) == 133 and np.unique(raw.flops).size == 10  # the nominal budgets, not 6ND
+    with pytest.raises(UserError, match="holds 2 experiments"):
+        read_csv(LADDERS / "llama_3.csv")
+    assert len(read_csv(LADDERS / "llama_3.csv", experiment="llama_3__exp_loss")) == 133
+    with pytest.raises(UserError, match="no experiment 'nope'"):
+        read_csv(LADDERS / "llama_3.csv", experiment="nope")
+    chinchilla = read_csv(LADDERS / "chinchilla_ml_scalefit.csv")
+    six_nd = 6 * chinchilla.params * chinchilla.tokens
+    assert np.max(np.abs(six_nd / chinchilla.flops - 1)) > 0.05  # labels differ from 6ND; grouping uses labels
+
+
+def test_every_shipped_ladder_has_provenance():
+    readme = (LADDERS / "README.md").read_text()
+    for path in LADDERS.glob("*.csv"):
+        assert f"`{path.name}`" in readme
+        for data in read_ladders(path).values():
+            assert len(data) > 100
+
+
+def test_fit_backtest_command_prints_a_table_and_writes_json(tmp_path, capsys):
+    csv = tmp_path / "ladder.csv"
+    data = exact_ladder(BUDGETS[:5], sizes=7)
+    rows = ["experiment,params,tokens,budget,loss"] + [
+        f"exact,{float(n)!r},{float(d)!r},{float(c)!r},{float(v)!r}" for n, d, c, v in zip(data.params, data.tokens, data.flops, data.loss,
+                                                                strict=True)]
+    csv.write_text("\n".join(rows) + "\n")
+    assert main(["fit", "--csv", str(csv), "--backtest", "--starts", "coarse", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "exact: 5 budgets" in out and "recommended" in out and "coverage" in out
+    payload = json.loads((tmp_path / "o" / "backtest.json").read_text())
+    ladder = payload["ladders"][0]
+    assert ladder["ladder"] == "exact" and ladder["level"] == 0.9
+    assert {c["predictor"] for c in ladder["cases"]} >= {"recommended", "approach3", "frontier"}
+    assert {"rel_error", "ratio", "covered", "interval_width", "n_log_ratio"} <= set(ladder["cases"][0])
+
+
+def _record(predictor, predicted, actual, cut=1e18, target=3e18):
+    return Record(cut, 2, 2.0, target, predictor, predicted, actual, "parabola minimum", 1.0, 1.0)
+
+
+def test_stacking_weights_cancel_opposite_biases():
+    actual = [3.0, 2.9, 2.8, 2.7]
+    records = []
+    for i, a in enumerate(actual):  # one predictor 2% high, the other 2% low at every case
+        records += [_record("approach3", a * 1.02, a, cut=1e18 * (i + 1)),
+                    _record("power_law", a * 0.98, a, cut=1e18 * (i + 1))]
+    choice = choose(records, ["approach3", "power_law", "frontier"])
+    assert choice.approach == STACKED and choice.cases == 4
+    assert choice.weights["approach3"] == pytest.approx(0.5, abs=0.01)
+    assert choice.combine({"approach3": 1.02, "power_law": 0.98}) == pytest.approx(1.0)  # the biases cancel
+    assert choice.scale > 0
+
+
+def test_one_case_picks_the_smaller_error_and_none_takes_the_order():
+    choice = choose([_record("approach3", 3.1, 3.0), _record("frontier", 3.05, 3.0)], ["approach3", "frontier"])
+    assert choice.approach == "frontier" and choice.weights == {"frontier": 1.0} and "1 backtest case" in choice.reason
+    choice = choose([], ["approach3", "frontier"])
+    assert choice.approach == "frontier" and "no backtest" in choice.reason and np.isnan(choice.scale)
+    assert choose([], []).approach is None
+
+
+def test_simplex_least_squares_matches_a_penalised_nnls():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x = rng.normal(size=(12, 4))
+        y = x @ rng.dirichlet(np.ones(4)) + rng.normal(scale=0.3, size=12)
+        w = simplex_least_squares(x, y)
+        assert np.all(w >= -1e-12) and w.sum() == pytest.approx(1.0)
+        ref, _ = nnls(np.vstack([x, 1e4 * np.ones(4)]), np.concatenate([y, [1e4]]))
+        sse = lambda v: float(np.sum((x @ v - y) ** 2))  # noqa: E731
+        assert sse(w) <= sse(ref / ref.sum()) + 1e-6
+
+
+def test_calibrated_intervals_grow_with_ratio_and_disagreement():
+    u = interval_scale([3.0, 10.0, 30.0], [0.0, 0.0, 0.0], 0.01)
+    assert np.all(np.diff(u) > 0)
+    assert interval_scale(3.0, 0.02, 0.01) > interval_scale(3.0, 0.0, 0.01)
+    low, high = calibrated_interval(np.array([2.0, 2.0]), np.array([3.0, 3.0]), np.array([0.0, 0.01]), float("nan"),
+                                    0.9)
+    assert np.isnan(low[0]) and low[1] < 2.0 < high[1]  # nothing to calibrate on: no interval
+    assert calibrated_quantile(0.5) < calibrated_quantile(0.9) < calibrated_quantile(0.95)
+    with pytest.raises(UserError, match="levels"):
+        calibrated_quantile(0.999)
+
+
+def test_weighted_quantile_weighs_every_ladder_the_same():
+    scores = np.concatenate([np.full(90, 1.0), np.full(10, 5.0)])
+    groups = np.array(["big"] * 90 + ["small"] * 10)
+    assert weighted_quantile(scores, groups, 0.4) == 1.0 and weighted_quantile(scores, groups, 0.6) == 5.0
+    table = calibration_table(scores, groups, [0.5, 0.9])
+    assert table == {"levels": [0.5, 0.9], "quantiles": [1.0, 5.0]}
