@@ -113,11 +113,12 @@ def test_every_shipped_ladder_has_provenance():
 def test_fit_backtest_command_prints_a_table_and_writes_json(tmp_path, capsys):
     csv = tmp_path / "ladder.csv"
     data = exact_ladder(BUDGETS[:5], sizes=7)
-    rows = ["experiment,params,tokens,budget,loss"] + [
-        f"exact,{float(n)!r},{float(d)!r},{float(c)!r},{float(v)!r}" for n, d, c, v in zip(data.params, data.tokens, data.flops, data.loss,
-                                                                strict=True)]
+    columns = zip(data.params, data.tokens, data.flops, data.loss, strict=True)
+    rows = ["experiment,params,tokens,budget,loss"] + [",".join(["exact"] + [repr(float(v)) for v in row])
+                                                       for row in columns]
     csv.write_text("\n".join(rows) + "\n")
-    assert main(["fit", "--csv", str(csv), "--backtest", "--starts", "coarse", "--out", str(tmp_path / "o")]) == 0
+    args = ["fit", "--csv", str(csv), "--backtest", "--starts", "coarse", "--out", str(tmp_path / "o")]
+    assert main(args) == 0
     out = capsys.readouterr().out
     assert "exact: 5 budgets" in out and "recommended" in out and "coverage" in out
     payload = json.loads((tmp_path / "o" / "backtest.json").read_text())
@@ -160,8 +161,8 @@ def test_simplex_least_squares_matches_a_penalised_nnls():
         w = simplex_least_squares(x, y)
         assert np.all(w >= -1e-12) and w.sum() == pytest.approx(1.0)
         ref, _ = nnls(np.vstack([x, 1e4 * np.ones(4)]), np.concatenate([y, [1e4]]))
-        sse = lambda v: float(np.sum((x @ v - y) ** 2))  # noqa: E731
-        assert sse(w) <= sse(ref / ref.sum()) + 1e-6
+        ref = ref / ref.sum()
+        assert np.sum((x @ w - y) ** 2) <= np.sum((x @ ref - y) ** 2) + 1e-6
 
 
 def test_calibrated_intervals_grow_with_ratio_and_disagreement():

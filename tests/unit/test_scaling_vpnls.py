@@ -33,11 +33,12 @@ BATCHED_FULL = {
     "llama_3__raw_loss": (0.0003904678460047062, 0.5941934044878595, 0.2835172411593556, 0.31565624876632126),
     "misfitting__fineweb_c4__transformer": (0.001729641755484779, 2.691553012582576, 0.6102097337183126,
                                             0.7047876468317413),
-    "misfitting<=5 budgets": (0.0003199056684005981, 0.18470790, 2.1156390, 0.21642376),
+    "misfitting<=5 budgets": (0.0003199056684005981, 0.18474709503206435, 2.1156390033143273, 0.21642375588630322),
 }
 
 
-def _ladders() -> dict[str, ScalingData]:
+@pytest.fixture(scope="module")
+def ladders() -> dict[str, ScalingData]:
     """Every experiment of the public ladders, plus the misfitting ladder cut to its 5 smallest budgets."""
     folder = next((d for d in LADDER_DIRS if d.is_dir() and any(d.glob("*.csv"))), None)
     if folder is None:
@@ -101,10 +102,10 @@ def test_noise_free_law_is_recovered(law):
     np.testing.assert_allclose(fit.theta, law.log_params, rtol=1e-10)
 
 
-def test_zero_coefficients_are_floored_and_lifted_for_the_huber_fit():
+def test_zero_coefficients_are_floored_and_lifted_for_the_huber_fit(ladders):
     row = theta_row(np.array([0.0, 5.0, 7.0]), 0.4, 0.3)
     np.testing.assert_allclose(row, [np.log(5.0), np.log(7.0), np.log(FLOOR), 0.4, 0.3])
-    starts = vp_starts(_ladders()["misfitting<=5 budgets"])
+    starts = vp_starts(ladders["misfitting<=5 budgets"])
     assert starts.shape == (2, 5) and starts[0, 2] == pytest.approx(np.log(FLOOR))  # E = 0, then E revived
     assert np.log(FLOOR) < starts[1, 2] < 0 and np.array_equal(starts[0, [0, 1, 3, 4]], starts[1, [0, 1, 3, 4]])
 
@@ -121,8 +122,9 @@ def test_vp_engine_matches_the_full_grid_on_the_synthetic_csv():
     assert any(np.array_equal(vp.best_start, row) for row in vp_starts(data))
 
 
-def test_vp_engine_matches_the_full_grid_on_every_public_ladder():
-    for name, data in _ladders().items():
+def test_vp_engine_matches_the_full_grid_on_every_public_ladder(ladders):
+    assert set(ladders) == set(BATCHED_FULL)
+    for name, data in ladders.items():
         f_ref, e_ref, alpha_ref, beta_ref = BATCHED_FULL[name]
         fit = fit_approach3(data, engine="vp")
         assert fit.objective <= f_ref * (1 + 1e-6), name  # never worse than the 4,500-start grid

@@ -13,6 +13,8 @@ import numpy as np
 
 from raylm.errors import UserError
 from raylm.scaling.data import ScalingData
+from raylm.scaling.pointfit import FitOptions
+from raylm.scaling.report import json_safe
 from raylm.study.config import Study
 from raylm.study.grid import StudyPoint, verification_point
 from raylm.study.run import PointResult, StudyOutcome, train_points
@@ -62,6 +64,12 @@ def fit_results(study: Study, ok: list[PointResult]) -> dict:
     if not result.recommended:
         raise UserError(f"no predictor could be fitted to the grid: {result.unavailable}")
     out = result.as_dict()
+    if len(study.config.budgets) >= 4:  # a leave-future-out table of the grid itself (3 budgets fitted, 1+ later)
+        from raylm.scaling.ladder_backtest import backtest_ladder
+
+        ladder = backtest_ladder(scaling_data(ok), FitOptions(isoflop_budgets=tuple(study.config.budgets)),
+                                 name=study.config.name, level=cfg.level)
+        out["ladder_backtest"] = json_safe(ladder.as_dict())
     out["_result"] = result
     return out
 
@@ -102,6 +110,13 @@ def headline_metrics(fit: dict, recommended: list[dict], verify: list[PointResul
     for name, error in ((fit.get("backtest") or {}).get("rel_error") or {}).items():
         if error is not None:
             metrics[f"backtest/{name}_rel_error"] = error
+    for name, preds in (fit.get("predictions") or {}).items():
+        if preds:
+            metrics[f"predicted/{name}_loss"] = preds[0]["loss"]
+    for name, errors in (fit.get("leave_future_out") or {}).items():
+        metrics[f"backtest/{name}_rms_rel_error"] = errors["rms_rel_error"]
+    for name, weight in ((fit.get("choice") or {}).get("weights") or {}).items():
+        metrics[f"recommended/weight_{name}"] = weight
     if verify and verify[0].loss is not None:
         measured = verify[0].loss
         metrics.update({"verify/loss": measured, "verify/rel_error": (measured - top["loss"]) / measured,
