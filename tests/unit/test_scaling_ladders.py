@@ -145,9 +145,10 @@ def test_stacking_weights_cancel_opposite_biases():
     assert choice.scale > 0
 
 
-def test_one_case_picks_the_smaller_error_and_none_takes_the_order():
-    choice = choose([_record("approach3", 3.1, 3.0), _record("frontier", 3.05, 3.0)], ["approach3", "frontier"])
+def test_too_few_cases_take_the_order_whatever_their_errors():
+    choice = choose([_record("approach3", 3.01, 3.0), _record("frontier", 3.05, 3.0)], ["approach3", "frontier"])
     assert choice.approach == "frontier" and choice.weights == {"frontier": 1.0} and "1 backtest case" in choice.reason
+    assert choice.errors["approach3"] < choice.errors["frontier"] and choice.scale > 0
     choice = choose([], ["approach3", "frontier"])
     assert choice.approach == "frontier" and "no backtest" in choice.reason and np.isnan(choice.scale)
     assert choose([], []).approach is None

@@ -45,12 +45,15 @@ class FitOptions:
     """How every predictor is fitted; the same for the data, the backtest and every simulated data set.
 
     ``floor``: the frontier's E, ``"approach3"`` (the Approach 3 fit's E), a number, or None (fitted,
-    4+ budgets). ``starts``: the Approach 3 start grid (``"coarse"``: 243 starts, ``"full"``: 4,500,
-    or rows). ``isoflop_budgets``/``isoflop_tolerance``: how runs group into budgets
-    (:func:`raylm.scaling.approach2.group_budgets`). ``curve_points``/``min_runs``: Approach 1's grid.
+    4+ budgets). ``engine``: the Approach 3 search, ``"vp"`` (variable projection, then the published
+    objective polished; :mod:`raylm.scaling.vpnls`) or ``"batched"`` from the ``starts`` grid
+    (``"coarse"``: 243 starts, ``"full"``: 4,500, or rows). ``isoflop_budgets``/``isoflop_tolerance``: how
+    runs group into budgets (:func:`raylm.scaling.approach2.group_budgets`). ``curve_points``/``min_runs``:
+    Approach 1's grid.
     """
 
     starts: str | np.ndarray = "coarse"
+    engine: str = "vp"
     delta: float = DEFAULT_DELTA
     floor: str | float | None = "approach3"
     isoflop_budgets: tuple | None = None
@@ -98,7 +101,8 @@ def fit_point(data: ScalingData, budgets, options: FitOptions, curves: CurveData
     budgets = np.atleast_1d(np.asarray(budgets, dtype=float))
     unavailable: dict[str, str] = {}
     a1, grid = None, None
-    a3 = approach3 if approach3 is not None else fit_approach3(data, starts=options.starts, delta=options.delta)
+    a3 = approach3 if approach3 is not None else fit_approach3(data, starts=options.starts, delta=options.delta,
+                                                               engine=options.engine)
     if a3.n_points != len(data):
         raise UserError(f"the Approach 3 fit given has {a3.n_points} points, the data {len(data)}")
     n_groups = np.unique(group_budgets(data.flops, options.isoflop_budgets, options.isoflop_tolerance)[0]).size

@@ -172,7 +172,7 @@ def recommend(
                            _pair(loss_band, i), _pair(run_band, i), level)
             for i, c in enumerate(budgets)
         ]
-    recommended = _recommended(point, choice, budgets, level, noise_est)
+    recommended = _recommended(point, choice, budgets, level, noise_est, bands)
     if choice.approach == STACKED:
         predictions[STACKED] = recommended
     return Recommendation(targets=tuple(budgets), level=level, predictions=predictions,
@@ -188,8 +188,14 @@ def _own_cases(data: ScalingData, options: FitOptions) -> list[Record]:
 
 
 def _recommended(point: PointFit, choice: Choice, budgets: list[float], level: float,
-                 noise: NoiseEstimate | None) -> list[LossPrediction]:
-    """The rule's prediction at every target with its calibrated interval (``run_interval`` adds one run's noise)."""
+                 noise: NoiseEstimate | None, bands: dict) -> list[LossPrediction]:
+    """The rule's prediction at every target with its interval (``run_interval`` adds one run's noise).
+
+    The interval is the hull of the calibrated one and, with simulations, the bootstrap interval of the
+    recommended predictor (for a stacked one, the same weighted geometric mean of its components' bounds):
+    the calibration covers real extrapolation error, the bootstrap the noise of a study too small to
+    have backtest cases (three budgets), which the public ladders do not calibrate.
+    """
     if choice.approach is None:
         return []
     losses = {k: e.loss[0] for k, e in point.estimates.items()}
@@ -203,9 +209,19 @@ def _recommended(point: PointFit, choice: Choice, budgets: list[float], level: f
         q = calibrated_quantile(level)
         u_run = np.sqrt((np.log(high / loss) / q) ** 2 + noise.sigma ** 2)
         run_low, run_high = loss * np.exp(-q * u_run), loss * np.exp(q * u_run)
+    if all(k in bands for k in choice.weights):
+        (b_low, b_high), (r_low, r_high) = (
+            tuple(choice.combine({k: bands[k][j][side] for k in choice.weights}) for side in (0, 1)) for j in (0, 1))
+        low, high = _hull(low, b_low, np.fmin), _hull(high, b_high, np.fmax)
+        run_low, run_high = _hull(run_low, r_low, np.fmin), _hull(run_high, r_high, np.fmax)
     return [LossPrediction(choice.approach, c, float(n_opt[i]), float(c / (6.0 * n_opt[i])), float(loss[i]),
                            (float(low[i]), float(high[i])), (float(run_low[i]), float(run_high[i])), level)
             for i, c in enumerate(budgets)]
+
+
+def _hull(calibrated: np.ndarray, simulated: np.ndarray, pick) -> np.ndarray:
+    """The outer bound of two intervals' bounds, nan only where both are."""
+    return pick(np.asarray(calibrated, dtype=float), np.asarray(simulated, dtype=float))
 
 
 def leave_future_out_errors(cases: list[Record]) -> dict:
