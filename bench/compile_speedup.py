@@ -80,6 +80,7 @@ def main() -> int:
 
     from raylm.parallel.engine import make_training_engine
     from raylm.parallel.plan import make_plan
+    from raylm.train.optimizers import optimizer_factories
 
     torch.set_num_threads(os.cpu_count() or 1)
     init_single_process_group()
@@ -89,7 +90,7 @@ def main() -> int:
     for name, flag in (("eager", False), ("compiled", True)):
         cfg = run_config(flag, total)
         torch.manual_seed(cfg.train.seed)
-        engines[name] = make_training_engine(cfg, make_plan(cfg, 1))
+        engines[name] = make_training_engine(cfg, make_plan(cfg, 1), *optimizer_factories(cfg))
         log(f"{name}: first step" + (" (compiling)" if flag else ""))
         start = time.perf_counter()
         losses[name] = [train_step(engines[name], data[0])]

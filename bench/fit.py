@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from _common import Figure, emit
+from raylm.json_safe import json_safe
 from raylm.scaling.approach3 import (
     DEFAULT_DELTA,
     bootstrap_approach3,
@@ -25,7 +26,6 @@ from raylm.scaling.approach3 import (
     start_grid,
 )
 from raylm.scaling.laws import BESIROGLU_2024
-from raylm.scaling.report import json_safe
 from raylm.scaling.synthetic import synthetic_isoflop
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import Figure, emit  # noqa: E402 - bench/ is on sys.path (the script's folder)
+from _tiny_sweep import write_sweep  # noqa: E402
 
 GOAL_OVERHEAD_S = 5.0
 
@@ -34,7 +35,6 @@ def main() -> int:
     args = parser.parse_args()
     started_at = time.perf_counter()
     from mlflow.tracking import MlflowClient
-    from tests.ray.sweep_helpers import write_sweep
 
     from raylm.ray_session import connect_ray
     from raylm.tune.sweep import run_sweep

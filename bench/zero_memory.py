@@ -115,6 +115,7 @@ def memory_loop(config: dict) -> None:
     from raylm.config import RunConfig
     from raylm.parallel.engine import init_distributed, make_training_engine
     from raylm.parallel.plan import make_plan
+    from raylm.train.optimizers import optimizer_factories
 
     exact_heap()
     context = ray.train.get_context()
@@ -127,12 +128,13 @@ def memory_loop(config: dict) -> None:
                for _ in range(cfg.train.max_steps)]
     tiny = RunConfig.from_dict({**config["run"], "model": {**config["run"]["model"], "d_model": 16, "n_heads": 2,
                                                            "n_layers": 1}})
-    train(make_training_engine(tiny, make_plan(tiny, context.get_world_size())), batches[:2])
+    tiny_engine = make_training_engine(tiny, make_plan(tiny, context.get_world_size()), *optimizer_factories(tiny))
+    train(tiny_engine, batches[:2])
     torch.manual_seed(cfg.train.seed)
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")  # the peak resident set starts again from here
     base_kib = _status_kib("VmRSS")
-    engine = make_training_engine(cfg, plan)
+    engine = make_training_engine(cfg, plan, *optimizer_factories(cfg))
     built_kib = _status_kib("VmHWM")
     loss = train(engine, batches)
     result = {"rank": rank, "base_bytes": base_kib * 1024, "peak_bytes": (_status_kib("VmHWM") - base_kib) * 1024,

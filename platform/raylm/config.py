@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from raylm.config_errors import invalid
 from raylm.errors import ConfigError
 
 
@@ -251,9 +252,10 @@ class RunConfig(Section):
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> RunConfig:
         """Validate a plain dict into a config; raises :class:`ConfigError` with readable messages."""
-        from raylm.config_load import validate
-
-        return validate(data, source)
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise invalid(exc, cls, source, "config") from None
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

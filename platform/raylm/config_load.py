@@ -15,18 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from raylm.config import RunConfig
+from raylm.config_errors import field_annotation, invalid, is_model_type, section_at
 from raylm.errors import ConfigError
 
-
-def _is_model_type(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
-
-
 # Scalar keys outside any section (``name``, ``output_dir``): overridable as ``--name VALUE``.
-TOP_LEVEL_KEYS = frozenset(k for k, f in RunConfig.model_fields.items() if not _is_model_type(f.annotation))
+TOP_LEVEL_KEYS = frozenset(k for k, f in RunConfig.model_fields.items() if not is_model_type(f.annotation))
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -101,7 +97,7 @@ def parse_override_args(args: Iterable[str]) -> list[tuple[str, str]]:
 
 def _undotted_key_message(key: str) -> str:
     """An override without a section: suggest the dotted keys it may have meant."""
-    sections = {name: f.annotation for name, f in RunConfig.model_fields.items() if _is_model_type(f.annotation)}
+    sections = {name: f.annotation for name, f in RunConfig.model_fields.items() if is_model_type(f.annotation)}
     paths = [f"{section}.{key_name}" for section, model in sections.items() for key_name in model.model_fields]
     matches = [p for p in paths if p.rsplit(".", 1)[1] == key] or difflib.get_close_matches(key, paths, n=3)
     hint = f"did you mean {' or '.join('--' + m for m in matches)}?" if matches else "e.g. --train.lr 1e-3"
@@ -137,56 +133,15 @@ def validate(data: Mapping[str, Any], source: str = "<dict>", overridden: set[st
     try:
         return RunConfig.model_validate(dict(data))
     except ValidationError as exc:
-        problems = [_describe(err, overridden) for err in exc.errors()]
-        raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(problems)) from None
+        raise invalid(exc, RunConfig, source, "config", overridden) from None
 
 
-def _describe(err: Mapping[str, Any], overridden: set[str]) -> str:
-    loc = [str(part) for part in err["loc"]]
-    dotted = ".".join(loc)
-    origin = f" (from override --{dotted})" if dotted in overridden else ""
-    if err["type"] == "extra_forbidden":
-        section = _section_at(loc[:-1])
-        valid = list(section.model_fields) if section else []
-        close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
-        hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
-        where = f"section '{'.'.join(loc[:-1])}'" if len(loc) > 1 else "the top level"
-        return f"unknown key '{loc[-1]}' in {where}{origin}{hint}"
-    message = err["msg"].removeprefix("Value error, ")
-    if err["type"] in ("value_error", "assertion_error") or not loc:
-        return f"{dotted or 'config'}: {message}"
-    expected = _expected_type(loc)
-    value = err.get("input")
-    return f"{dotted}{origin}: {message}; got {value!r} ({type(value).__name__}), expected {expected}"
-
-
-def _section_at(loc: list[str]) -> type[BaseModel] | None:
-    """The pydantic model class found by walking field names from the root."""
-    model: type[BaseModel] = RunConfig
-    for part in loc:
-        field = model.model_fields.get(part)
-        if field is None or not _is_model(field.annotation):
-            return None
-        model = field.annotation
-    return model
+def _section_at(loc: list[str]):
+    return section_at(RunConfig, loc)
 
 
 def _field_annotation(parts: list[str]) -> Any:
-    section = _section_at(parts[:-1])
-    field = section.model_fields.get(parts[-1]) if section else None
-    return field.annotation if field else None
-
-
-def _expected_type(loc: list[str]) -> str:
-    annotation = _field_annotation(loc)
-    if annotation is None:
-        return "a value of the documented type"
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if typing.get_origin(annotation) is typing.Union:
-        return " or ".join("null" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
-    return getattr(annotation, "__name__", str(annotation))
+    return field_annotation(RunConfig, parts)
 
 
 def _parse_value(parts: list[str], raw: str) -> Any:
@@ -200,7 +155,7 @@ def _parse_value(parts: list[str], raw: str) -> Any:
 
 
 def _is_model(annotation: Any) -> bool:
-    return _is_model_type(annotation)
+    return is_model_type(annotation)
 
 
 def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ def _engine(precision: str):
     from raylm.config import RunConfig
     from raylm.parallel.engine import make_training_engine
     from raylm.parallel.plan import make_plan
+    from raylm.train.optimizers import optimizer_factories
 
     cfg = RunConfig.from_dict({
         "model": {"vocab_size": 256, "d_model": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 32},
@@ -38,7 +39,7 @@ def _engine(precision: str):
         "train": {"micro_batch_size": 4, "global_batch_size": 4, "seq_len": 32, "lr": 3e-3, "warmup_steps": 1},
     })
     torch.manual_seed(0)
-    return make_training_engine(cfg, make_plan(cfg, 1))
+    return make_training_engine(cfg, make_plan(cfg, 1), *optimizer_factories(cfg))
 
 
 def _step(engine, ids: torch.Tensor, scale: float = 1.0) -> float:

@@ -43,12 +43,13 @@ def config(compile_model: bool, **parallel) -> RunConfig:
 def _train(compile_model: bool) -> tuple[list[float], dict[str, torch.Tensor]]:
     from raylm.parallel.engine import make_training_engine
     from raylm.parallel.plan import make_plan
+    from raylm.train.optimizers import optimizer_factories
 
     cfg = config(compile_model)
     plan = make_plan(cfg, 1)
     assert plan.grad_accum == ACCUM
     torch.manual_seed(cfg.train.seed)
-    engine = make_training_engine(cfg, plan)
+    engine = make_training_engine(cfg, plan, *optimizer_factories(cfg))
     assert engine.is_compiled == compile_model
     gen = torch.Generator().manual_seed(11)
     losses = []

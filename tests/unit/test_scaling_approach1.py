@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.unit.synthetic_studies import synthetic_curves
 
 from raylm.scaling.approach1 import Approach1Unavailable, approach1_rows, envelope_grid, fit_approach1
 from raylm.scaling.curves import CurveData
 from raylm.scaling.laws import BESIROGLU_2024
-from raylm.scaling.synthetic_studies import synthetic_curves
 
 LAW = BESIROGLU_2024
 

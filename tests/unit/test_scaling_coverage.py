@@ -7,11 +7,11 @@ import itertools
 
 import numpy as np
 import pytest
+from tests.unit.synthetic_studies import random_chinchilla_study, synthetic_frontier
 
 from raylm.scaling import ScalingData
 from raylm.scaling.laws import BESIROGLU_2024, tokens_for_budget
 from raylm.scaling.recommend import recommend
-from raylm.scaling.synthetic_studies import random_chinchilla_study, synthetic_frontier
 
 STUDIES = 100
 LEVEL = 0.9

@@ -81,7 +81,8 @@ def test_real_parameter_counts():
     from raylm.config import ModelConfig
 
     points = isoflop_grid([3e16, 3e17], ModelFamily(base={"vocab_size": 4096}, head_dim=32, aspect_ratio=32), k=3,
-                          seq_len=128, global_batch_size=16)
+                          seq_len=128, global_batch_size=16, count_params=counting.count_params,
+                          flops_per_token=counting.flops_per_token)
     for p in points:
         cfg = ModelConfig(**p.model)
         assert p.params == counting.count_params(cfg).total

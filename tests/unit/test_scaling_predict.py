@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from raylm.errors import UserError
+from raylm.json_safe import json_safe
 from raylm.scaling.approach2 import fit_approach2
 from raylm.scaling.approach3 import fit_approach3, start_grid
 from raylm.scaling.laws import BESIROGLU_2024
 from raylm.scaling.predict import parse_budgets, predict
-from raylm.scaling.report import fit_scaling_laws, json_safe
+from raylm.scaling.report import fit_scaling_laws
 from raylm.scaling.synthetic import synthetic_isoflop
 
 BUDGETS = (1e18, 1e19, 1e20, 1e21, 1e22)

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from tests.unit.synthetic_studies import synthetic_curves
 
 from raylm.errors import UserError
 from raylm.scaling import ScalingData
@@ -17,7 +18,6 @@ from raylm.scaling.pointfit import FitOptions, fit_point
 from raylm.scaling.predictors import Layout, refit_law_rows
 from raylm.scaling.recommend import recommend
 from raylm.scaling.synthetic import synthetic_isoflop
-from raylm.scaling.synthetic_studies import synthetic_curves
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 LAW = BESIROGLU_2024

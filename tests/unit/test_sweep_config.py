@@ -67,7 +67,7 @@ def test_bad_search_entries_are_named_with_the_fix(tmp_path, search, message):
 def test_bad_sweep_settings(tmp_path):
     with pytest.raises(ConfigError, match="metric 'val/acc' is not reported"):
         load_sweep(write_sweep(tmp_path, {"train.lr": {"choice": [1e-3]}}, metric="val/acc"))
-    with pytest.raises(ConfigError, match="scheduler.grace_perod"):
+    with pytest.raises(ConfigError, match="'grace_perod' in section 'scheduler'; did you mean 'grace_period'"):
         load_sweep(write_sweep(tmp_path, {"train.lr": {"choice": [1e-3]}}, scheduler={"grace_perod": 3}))
     with pytest.raises(ConfigError, match="search_alg grid enumerates lists only"):
         tune_space(load_sweep(write_sweep(tmp_path, {"train.lr": {"uniform": [0.1, 0.2]}})).specs, "grid")

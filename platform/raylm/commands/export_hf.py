@@ -34,7 +34,13 @@ def _export(args: argparse.Namespace) -> int:
     directory = model_dir(args.checkpoint)
     model, cfg = load_model(directory)
     tokenizer = directory / TOKENIZER_FILE
-    out = export_hf(model, cfg, args.out_dir, tokenizer_path=tokenizer if tokenizer.is_file() else None)
+    eos_id = None
+    if tokenizer.is_file():
+        from raylm.data.tokenizer import SpecialTokens, load_tokenizer
+
+        eos_id = SpecialTokens.from_tokenizer(load_tokenizer(tokenizer)).eos_id
+    out = export_hf(model, cfg, args.out_dir, tokenizer_path=tokenizer if tokenizer.is_file() else None,
+                    eos_id=eos_id)
     files = ", ".join(sorted(p.name for p in out.iterdir()))
     print(f"wrote {out} ({files}); load it with transformers.GPT2LMHeadModel.from_pretrained({str(out)!r})")
     return 0

@@ -104,10 +104,10 @@ def _backtest(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from raylm.json_safe import json_safe
     from raylm.scaling.io import has_budget_labels, read_ladders
     from raylm.scaling.ladder_backtest import backtest_ladder, format_summary
     from raylm.scaling.pointfit import FitOptions
-    from raylm.scaling.report import json_safe
 
     ladders = read_ladders(args.csv)
     if args.experiment is not None:

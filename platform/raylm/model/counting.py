@@ -110,8 +110,3 @@ def matmul_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     """:func:`flops_per_token` without the input embedding term, which Chinchilla's table counts
     as a matmul but a model computes as a gather: the figure MFU divides by the peak."""
     return flops_per_token(cfg, seq_len) - 3.0 * 2.0 * cfg.vocab_size * cfg.d_model
-
-
-def six_n_flops_per_token(cfg: ModelConfig) -> float:
-    """The ``6N`` approximation of Kaplan et al. (2020), with N = all (active) parameters."""
-    return 6.0 * count_params(cfg).active

@@ -343,11 +343,12 @@ def _gpt2_tensors(model: nn.Module, cfg: ModelConfig) -> dict[str, torch.Tensor]
 
 
 def export_hf(model: nn.Module, cfg: ModelConfig, out_dir: str | Path,
-              tokenizer_path: str | Path | None = None) -> Path:
+              tokenizer_path: str | Path | None = None, eos_id: int | None = None) -> Path:
     """Write a compatible raylm GPT as a Hugging Face GPT-2 directory (config.json, model.safetensors).
 
-    With ``tokenizer_path`` the tokenizer.json is copied along and its end-of-text token, if
-    any, becomes ``bos_token_id``/``eos_token_id``. Returns the directory.
+    With ``tokenizer_path`` the tokenizer.json is copied along; ``eos_id`` (its end-of-text token, read
+    by the caller: the data room owns tokenizers) becomes ``bos_token_id``/``eos_token_id``. Returns the
+    directory.
     """
     problems = gpt2_incompatibilities(cfg)
     if problems:
@@ -357,11 +358,7 @@ def export_hf(model: nn.Module, cfg: ModelConfig, out_dir: str | Path,
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create {out}: {exc}; choose a writable directory") from None
-    eos_id = None
     if tokenizer_path is not None:
-        from raylm.data.tokenizer import SpecialTokens, load_tokenizer
-
-        eos_id = SpecialTokens.from_tokenizer(load_tokenizer(tokenizer_path)).eos_id
         if Path(tokenizer_path).resolve() != (out / "tokenizer.json").resolve():
             shutil.copyfile(tokenizer_path, out / "tokenizer.json")
     save_file(_gpt2_tensors(model, cfg), str(out / SAFETENSORS_FILE), metadata={"format": "pt"})

@@ -66,14 +66,15 @@ def build_engine(cfg: RunConfig, plan: ParallelPlan, model: nn.Module, optimizer
     return engine
 
 
-def make_training_engine(cfg: RunConfig, plan: ParallelPlan):
-    """The model for this rank (the whole model, or its pipeline stage when ``pp > 1``), with our
-    optimizer and schedule, inside a DeepSpeed engine. Call after :func:`init_distributed` and
-    after seeding torch with ``train.seed`` (every rank builds identical initial weights)."""
+def make_training_engine(cfg: RunConfig, plan: ParallelPlan, make_optimizer, make_scheduler):
+    """The model for this rank (the whole model, or its pipeline stage when ``pp > 1``), with the
+    optimizer ``make_optimizer(model)`` and schedule ``make_scheduler(optimizer)`` (the training room's,
+    :func:`raylm.train.optimizers.optimizer_factories`), inside a DeepSpeed engine. Call after
+    :func:`init_distributed` and after seeding torch with ``train.seed`` (every rank builds identical
+    initial weights)."""
     from raylm.model import build_model
     from raylm.parallel.experts import expert_parallel_group, reinit_dense, reinit_experts
     from raylm.parallel.pipeline import build_pipeline_module
-    from raylm.train.optimizers import build_optimizer, build_scheduler
 
     if plan.pp > 1:
         model = build_pipeline_module(cfg, plan)
@@ -82,4 +83,4 @@ def make_training_engine(cfg: RunConfig, plan: ParallelPlan):
         if cfg.model.moe.n_experts:  # the same initial weights whatever ep is: drawn per global expert id
             reinit_experts(model, cfg.train.seed)
             reinit_dense(model, cfg.train.seed)
-    return build_engine(cfg, plan, model, build_optimizer(cfg, model), lambda opt: build_scheduler(cfg, opt))
+    return build_engine(cfg, plan, model, make_optimizer(model), make_scheduler)

@@ -85,15 +85,13 @@ def isoflop_grid(
     """k shapes per budget, log-spaced over a ``spread``-fold range of N centred on the prior optimum.
 
     ``prior``: a law (its N*(C)), a function C -> N*, or None for 20 tokens per parameter
-    (Hoffmann et al. 2022, Table 3). ``count_params`` defaults to :func:`raylm.model.counting.count_params`
-    and ``flops_per_token`` to :func:`raylm.model.counting.flops_per_token` with it.
+    (Hoffmann et al. 2022, Table 3). ``count_params(model_config)`` counts a shape's parameters (the
+    model room's :func:`raylm.model.counting.count_params`; this module stays free of torch), and
+    ``flops_per_token(model_config, seq_len)``, when given, its attention-inclusive FLOPs.
     """
-    _check_grid_args(budgets, k, spread, seq_len, global_batch_size)
     if count_params is None:
-        from raylm.model.counting import count_params
-        from raylm.model.counting import flops_per_token as default_fpt
-
-        flops_per_token = flops_per_token or default_fpt
+        raise UserError("isoflop_grid needs count_params (e.g. raylm.model.counting.count_params)")
+    _check_grid_args(budgets, k, spread, seq_len, global_batch_size)
     optimum = _prior_fn(prior)
     targets = {c: optimum(c) * np.exp(np.linspace(-0.5, 0.5, k) * np.log(spread)) for c in map(float, budgets)}
     all_targets = np.concatenate(list(targets.values()))

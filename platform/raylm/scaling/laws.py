@@ -39,14 +39,12 @@ def tokens_per_param(n_params: Any, n_tokens: Any) -> Any:
 
 
 def training_flops_with_attention(
-    model_cfg: Any, n_tokens: float, seq_len: int, flops_per_token: Callable[[Any, int], float] | None = None
+    model_cfg: Any, n_tokens: float, seq_len: int, flops_per_token: Callable[[Any, int], float]
 ) -> float:
     """Training FLOPs counting attention (Hoffmann et al. 2022, Appendix F): per-token FLOPs x tokens.
 
-    ``flops_per_token(model_cfg, seq_len)`` defaults to :func:`raylm.model.counting.flops_per_token`.
+    ``flops_per_token(model_cfg, seq_len)``: the model room's :func:`raylm.model.counting.flops_per_token`.
     """
-    if flops_per_token is None:
-        from raylm.model.counting import flops_per_token
     return float(flops_per_token(model_cfg, seq_len)) * float(n_tokens)
 
 

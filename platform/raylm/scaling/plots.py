@@ -23,14 +23,14 @@ from raylm.scaling.laws import ChinchillaLaw
 from raylm.scaling.predict import bootstrap_bands
 
 
-def _figure(width: float, height: float, ncols: int = 1):
+def new_figure(width: float, height: float, ncols: int = 1):
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, ncols)
     return fig, axes
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -39,7 +39,7 @@ def _save(fig: Figure, path: str | Path) -> Path:
 
 def plot_isoflops(data: ScalingData, path, approach2: Approach2Fit | None = None) -> Path:
     """Loss against N for each budget, with the fitted parabola and its minimum when available."""
-    fig, ax = _figure(7, 4.5)
+    fig, ax = new_figure(7, 4.5)
     if approach2 is not None:
         groups = [(s.budget, s.params, s.loss, s) for s in approach2.slices]
     else:
@@ -60,14 +60,14 @@ def plot_isoflops(data: ScalingData, path, approach2: Approach2Fit | None = None
            title="IsoFLOP profiles (stars: parabola minima; dotted: budget not used)")
     if len(groups) <= 20:
         ax.legend(title="budget C (FLOPs)", fontsize=7, ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_optimal_allocation(
     path, *, approach2: Approach2Fit | None = None, approach3: Approach3Fit | None = None, budgets=()
 ) -> Path:
     """N*(C) and D*(C) from both approaches, extrapolated to ``budgets``, with interval bands."""
-    fig, (ax_n, ax_d) = _figure(11, 4.5, ncols=2)
+    fig, (ax_n, ax_d) = new_figure(11, 4.5, ncols=2)
     c_data = np.array([s.budget for s in approach2.slices]) if approach2 else np.array([])
     c_all = np.concatenate([c_data, np.asarray(list(budgets), dtype=float)])
     if c_all.size == 0:
@@ -92,7 +92,7 @@ def plot_optimal_allocation(
         ax.legend(fontsize=8)
     ax_n.set_title("compute-optimal model size")
     ax_d.set_title("compute-optimal tokens (dotted: target budgets)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _plot_approach2(ax_n, ax_d, fit: Approach2Fit, c: np.ndarray, c_data: np.ndarray) -> None:
@@ -119,7 +119,7 @@ def _exponent_label(law: ChinchillaLaw, key: str) -> str:
 
 def plot_loss_contours(data: ScalingData, law: ChinchillaLaw, path, budgets=()) -> Path:
     """Contours of L(N, D) over the runs' range, the runs coloured by loss, and the efficient frontier."""
-    fig, ax = _figure(7, 5.5)
+    fig, ax = new_figure(7, 5.5)
     c_all = np.concatenate([data.flops, np.asarray(list(budgets), dtype=float)])
     n_range = np.concatenate([data.params, law.optimal_params(c_all)])
     d_range = np.concatenate([data.tokens, law.optimal_tokens(c_all)])
@@ -140,7 +140,7 @@ def plot_loss_contours(data: ScalingData, law: ChinchillaLaw, path, budgets=()) 
     ax.set(xscale="log", yscale="log", xlim=(n[0], n[-1]), ylim=(d[0], d[-1]), xlabel="parameters N",
            ylabel="tokens D", title=f"L = {law.E:.3g} + {law.A:.4g}/N^{law.alpha:.3f} + {law.B:.4g}/D^{law.beta:.3f}")
     ax.legend(fontsize=8, loc="upper right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_plots(

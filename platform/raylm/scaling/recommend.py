@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from raylm.errors import UserError
+from raylm.json_safe import json_safe
 from raylm.scaling.approach3 import DEFAULT_DELTA, Approach3Fit
 from raylm.scaling.backtest import Backtest, run_backtest
 from raylm.scaling.calibrated_intervals import calibrated_interval, calibrated_quantile, spread_of
@@ -91,7 +92,6 @@ class Recommendation:
     cases: list[Record] = field(default_factory=list, repr=False)  # the data's own leave-future-out cases
 
     def as_dict(self) -> dict:
-        from raylm.scaling.report import json_safe
 
         return json_safe({
             "targets": list(self.targets), "level": self.level, "approach": self.approach, "reason": self.reason,

@@ -9,9 +9,9 @@ Plots live in :mod:`raylm.scaling.plots`, file reading in :mod:`raylm.scaling.io
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
+from raylm.json_safe import json_safe
 from raylm.scaling.approach2 import Approach2Fit, Approach2Unavailable, fit_approach2
 from raylm.scaling.approach3 import DEFAULT_DELTA, Approach3Fit, fit_approach3
 from raylm.scaling.data import ScalingData
@@ -83,16 +83,3 @@ def fit_scaling_laws(
                                    isoflop_tolerance=isoflop_tolerance, approach3=approach3)
     return FitReport(data=data, approach3=approach3, approach2=approach2, approach2_note=note,
                      predictions=predict(targets, approach3, approach2), recommendation=recommendation)
-
-
-def json_safe(value):
-    """Replace NaN and infinities (not valid JSON) by None, recursively; numpy scalars become floats."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

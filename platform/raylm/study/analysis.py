@@ -1,27 +1,24 @@
-"""After the grid: every fit, the recommended prediction, the verification run(s), and the parent
-run's metrics, tables and plots."""
+"""After the grid, the numbers: which points count, every fit with the recommended prediction, the
+verification points it calls for, and the headline metrics. Pure: nothing here trains or logs
+(:mod:`raylm.study.run` does, :mod:`raylm.study.publish` writes the parent run).
+"""
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import time
-from pathlib import Path
 
 import numpy as np
 
 from raylm.errors import UserError
-from raylm.scaling.data import ScalingData
+from raylm.json_safe import json_safe
 from raylm.scaling.pointfit import FitOptions
-from raylm.scaling.report import json_safe
 from raylm.study.config import Study
 from raylm.study.grid import StudyPoint, verification_point
-from raylm.study.run import PointResult, StudyOutcome, train_points
+from raylm.study.results import PointResult, scaling_data
 
 
-def analyse(study: Study, results: list[PointResult], manifest_key: str, context, writer, parent,
-            parallel_trials: int, directory: Path, started: float, log) -> StudyOutcome:
+def usable_points(results: list[PointResult], log) -> list[PointResult]:
+    """The finished points with a finite loss; warns about the rest, refuses too few budgets."""
     ok = [r for r in results if r.loss is not None and math.isfinite(r.loss)]
     failed = [r for r in results if r not in ok]
     for r in failed:
@@ -29,25 +26,7 @@ def analyse(study: Study, results: list[PointResult], manifest_key: str, context
     if len({r.point.grid.budget for r in ok}) < 2:
         raise UserError(f"only {len(ok)} grid points finished ({len(failed)} failed); the fits need two or more "
                         "budgets with 3 points each. Look at the failed runs in MLflow, then run the study again")
-    fit = fit_results(study, ok)
-    recommended = fit["recommended"]
-    from raylm.study.report import interval, num
-
-    log("fits done; recommended: " + "; ".join(
-        f"{r['approach']} at C={r['budget']:.3g}: N*={r['n_opt']:,.0f}, D*={r['d_opt']:,.0f}, loss {num(r['loss'])} "
-        f"{interval(r.get('loss_interval'))}" for r in recommended))
-    verify = _verify(study, recommended, manifest_key, context, writer, parent, parallel_trials, directory, log)
-    metrics = headline_metrics(fit, recommended, verify)
-    outcome = StudyOutcome(directory, results, fit, recommended, verify, metrics, parent.run_id,
-                           parent.experiment_id, parent.uri, time.time() - started)
-    _log_parent(outcome, parent, study)
-    return outcome
-
-
-def scaling_data(results: list[PointResult]) -> ScalingData:
-    return ScalingData.from_arrays([r.point.grid.params for r in results], [r.point.grid.tokens for r in results],
-                                   [r.loss for r in results], flops=[r.point.grid.flops for r in results],
-                                   source="study")
+    return ok
 
 
 def fit_results(study: Study, ok: list[PointResult]) -> dict:
@@ -74,7 +53,8 @@ def fit_results(study: Study, ok: list[PointResult]) -> dict:
     return out
 
 
-def _verify(study, recommended, manifest_key, context, writer, parent, parallel_trials, directory, log):
+def verification_points(study: Study, recommended: list[dict], log) -> list[StudyPoint]:
+    """The verification run at the recommended N* (and the comparison allocation, when asked for)."""
     if not study.config.verify.enabled:
         return []
     target = recommended[0]
@@ -91,8 +71,7 @@ def _verify(study, recommended, manifest_key, context, writer, parent, parallel_
     for p in points:
         log(f"verification: {p.label}: N={p.grid.params:,} D={p.grid.tokens:,} ({p.tokens_per_param():.1f} tokens "
             f"per parameter), {p.grid.steps} steps")
-    return train_points(points, study, manifest_key, {**context, "kind": "study-verify"}, writer, parent,
-                        parallel_trials, directory, log)
+    return points
 
 
 def headline_metrics(fit: dict, recommended: list[dict], verify: list[PointResult]) -> dict:
@@ -133,36 +112,3 @@ def _inside(value: float, pair) -> float | None:
     if not pair or any(bound is None or not math.isfinite(bound) for bound in pair):
         return None
     return float(pair[0] <= value <= pair[1])
-
-
-def write_results_csv(outcome: StudyOutcome, path: Path) -> None:
-    with open(path, "w", newline="") as handle:
-        out = csv.writer(handle)
-        out.writerow(["kind", "label", "budget", "params", "tokens", "tokens_per_param", "steps", "flops", "loss",
-                      "status", "reused", "run_id"])
-        for r in [*outcome.results, *outcome.verify]:
-            g = r.point.grid
-            out.writerow([r.point.kind, r.point.label, f"{g.budget:.6g}", g.params, g.tokens,
-                          f"{g.tokens / g.params:.4g}", g.steps, f"{g.flops:.6g}",
-                          "" if r.loss is None else f"{r.loss:.6f}", r.status, r.reused, r.run_id or ""])
-
-
-def _log_parent(outcome: StudyOutcome, parent, study: Study) -> None:
-    from raylm.study.plots import write_study_plots
-
-    directory = outcome.directory
-    write_results_csv(outcome, directory / "results.csv")
-    fit_json = {k: v for k, v in outcome.fit.items() if not k.startswith("_")}
-    fit_json["verification"] = {k: v for k, v in outcome.metrics.items() if k.startswith(("verify/", "predicted/"))}
-    (directory / "fit.json").write_text(json.dumps(fit_json, indent=2, default=float) + "\n")
-    plots = write_study_plots(directory / "plots", outcome, study)
-    parent.log_metrics(outcome.metrics, step=0)
-    parent.log_artifact(str(directory / "results.csv"))
-    parent.log_artifact(str(directory / "fit.json"))
-    for path in plots:
-        parent.log_artifact(str(path), "plots")
-    parent.finish("FINISHED")
-
-
-def verification_points(study: Study, recommended: list[dict]) -> list[StudyPoint]:
-    return [verification_point(study, recommended[0]["budget"], recommended[0]["n_opt"])]

@@ -25,8 +25,8 @@ from typing import Any, Optional, Union
 from pydantic import Field, ValidationError, model_validator
 
 from raylm.config import Section
+from raylm.config_errors import invalid
 from raylm.config_load import read_yaml
-from raylm.errors import ConfigError
 from raylm.tune.sweep_config import TrialsConfig, load_base_run
 
 
@@ -105,17 +105,7 @@ def load_study(path: str | Path, overrides: list[tuple[str, str]] = ()) -> Study
     try:
         config = StudyConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(e) for e in exc.errors()]
-        raise ConfigError(f"{path}: invalid study file:\n  " + "\n  ".join(problems)) from None
+        raise invalid(exc, StudyConfig, str(path), "study file") from None
     return Study(config, load_base_run(config.base, path, overrides, "study"), str(path))
 
 
-def _describe(err) -> str:
-    where = ".".join(map(str, err["loc"])) or "study"
-    if err["type"] == "extra_forbidden":
-        import difflib
-
-        valid = list(StudyConfig.model_fields) if len(err["loc"]) == 1 else []
-        close = difflib.get_close_matches(str(err["loc"][-1]), valid, n=1)
-        return f"unknown key '{where}'" + (f"; did you mean '{close[0]}'?" if close else "")
-    return f"{where}: {err['msg'].removeprefix('Value error, ')}"

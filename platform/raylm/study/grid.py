@@ -62,6 +62,13 @@ def prior_of(study: Study):
     return lambda c: math.sqrt(c / (6.0 * ratio))
 
 
+def _counters() -> dict:
+    """The model room's parameter and FLOP counters, handed to the pure grid builder."""
+    from raylm.model.counting import count_params, flops_per_token
+
+    return {"count_params": count_params, "flops_per_token": flops_per_token}
+
+
 def build_grid(study: Study) -> list[StudyPoint]:
     """Every grid point, checked: increasing budgets, enough points, steps and tokens per point."""
     cfg = study.config
@@ -69,7 +76,7 @@ def build_grid(study: Study) -> list[StudyPoint]:
     points = isoflop_grid(cfg.budgets, family_of(study), k=cfg.points_per_budget, spread=cfg.spread,
                           prior=prior_of(study), seq_len=cfg.seq_len, global_batch_size=cfg.global_batch_size,
                           warmup_tokens_per_param=cfg.warmup_tokens_per_param,
-                          max_warmup_fraction=cfg.max_warmup_fraction)
+                          max_warmup_fraction=cfg.max_warmup_fraction, **_counters())
     per_budget = {b: [p for p in points if p.budget == b] for b in cfg.budgets}
     for budget, group in per_budget.items():
         if len(group) < 3:
@@ -130,7 +137,7 @@ def verification_point(study: Study, budget: float, n_target: float, kind: str =
     (grid,) = isoflop_grid([budget], family_of(study), k=1, spread=1.0, prior=lambda c: n_target,
                            seq_len=cfg.seq_len, global_batch_size=cfg.global_batch_size,
                            warmup_tokens_per_param=cfg.warmup_tokens_per_param,
-                           max_warmup_fraction=cfg.max_warmup_fraction)
+                           max_warmup_fraction=cfg.max_warmup_fraction, **_counters())
     return StudyPoint(kind, f"{kind}-{label(grid)}", grid, _eval_every(grid.steps, cfg.evals_per_point))
 
 

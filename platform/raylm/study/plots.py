@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from raylm.scaling.plots import _figure, _save, write_plots
+from raylm.scaling.plots import new_figure, save_figure, write_plots
+from raylm.study.results import scaling_data
 
 
 def write_study_plots(out_dir: Path, outcome, study) -> list[Path]:
-    from raylm.study.analysis import scaling_data
-
     out_dir.mkdir(parents=True, exist_ok=True)
     ok = [r for r in outcome.results if r.loss is not None]
     point = getattr(outcome.fit.get("_result"), "point", None)
@@ -25,7 +24,7 @@ def write_study_plots(out_dir: Path, outcome, study) -> list[Path]:
 
 def plot_frontier(path: Path, outcome, frontier) -> Path:
     """Best loss per budget, the fitted frontier L*(C), the prediction with its interval, the verification."""
-    fig, ax = _figure(7, 4.5)
+    fig, ax = new_figure(7, 4.5)
     by_budget: dict[float, list] = {}
     for r in outcome.results:
         if r.loss is not None:
@@ -52,13 +51,13 @@ def plot_frontier(path: Path, outcome, frontier) -> Path:
     ax.set(xscale="log", xlabel="compute C = 6ND (FLOPs)", ylabel="validation loss",
            title="loss-compute frontier and the prediction")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_envelope(path: Path, results) -> Path:
     """Every run's validation curve against compute 6 N D_t, and their lower envelope (Hoffmann et al. 2022,
     Approach 1, Figure 2)."""
-    fig, ax = _figure(7, 4.5)
+    fig, ax = new_figure(7, 4.5)
     points = []
     for r in results:
         if not r.curve:
@@ -74,4 +73,4 @@ def plot_envelope(path: Path, results) -> Path:
     ax.set(xscale="log", xlabel="compute so far 6 N D_t (FLOPs)", ylabel="validation loss",
            title="Approach 1: training curves and their envelope")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

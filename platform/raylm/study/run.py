@@ -11,41 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from raylm.config import RunConfig, flatten
 from raylm.errors import UserError
+from raylm.study.analysis import fit_results, headline_metrics, usable_points, verification_points
 from raylm.study.config import Study
-from raylm.study.grid import StudyPoint, build_grid, point_key, point_run, verification_point
+from raylm.study.grid import StudyPoint, build_grid, point_key, point_run
+from raylm.study.publish import log_parent
+from raylm.study.results import PointResult, StudyOutcome
 from raylm.tune.trial import POINT_TAG
 
 MAX_EPOCHS = 4.0  # Muennighoff et al. (2023): up to ~4 epochs of repeated data cost little
-
-
-@dataclass
-class PointResult:
-    point: StudyPoint
-    key: str
-    status: str                 # FINISHED, FAILED, ...
-    run_id: str | None
-    loss: float | None          # final validation loss (the fixed held-out set)
-    curve: list[tuple[int, float]] = field(default_factory=list)  # (tokens seen, val loss) along the run
-    reused: bool = False
-
-
-@dataclass
-class StudyOutcome:
-    directory: Path
-    results: list[PointResult]
-    fit: dict
-    recommended: list[dict]
-    verify: list[PointResult]
-    metrics: dict
-    parent_run_id: str | None
-    experiment_id: str | None
-    tracking_uri: str
-    elapsed_s: float
 
 
 def run_study(study: Study, address: str | None = None, log=print) -> StudyOutcome:
@@ -78,12 +55,32 @@ def run_study(study: Study, address: str | None = None, log=print) -> StudyOutco
                    "storage_root": str(directory / "points"), "kind": "study-point",
                    "dataset_dir": dataset.location}
         results = _train(grid, keys, context, writer, parent, parallel_trials, directory, study, log)
-        from raylm.study.analysis import analyse
-
-        return analyse(study, results, manifest_key, context, writer, parent, parallel_trials, directory,
-                       started, log)
+        fit = fit_results(study, usable_points(results, log))
+        recommended = fit["recommended"]
+        _log_recommendation(recommended, log)
+        verify = _verify(study, recommended, manifest_key, context, writer, parent, parallel_trials, directory, log)
+        outcome = StudyOutcome(directory, results, fit, recommended, verify, headline_metrics(fit, recommended, verify),
+                               parent.run_id, parent.experiment_id, parent.uri, time.time() - started)
+        log_parent(outcome, parent, study)
+        return outcome
     finally:
         stop_writer(writer)
+
+
+def _log_recommendation(recommended: list[dict], log) -> None:
+    from raylm.study.report import interval, num
+
+    log("fits done; recommended: " + "; ".join(
+        f"{r['approach']} at C={r['budget']:.3g}: N*={r['n_opt']:,.0f}, D*={r['d_opt']:,.0f}, loss {num(r['loss'])} "
+        f"{interval(r.get('loss_interval'))}" for r in recommended))
+
+
+def _verify(study, recommended, manifest_key, context, writer, parent, parallel_trials, directory, log):
+    points = verification_points(study, recommended, log)
+    if not points:
+        return []
+    return train_points(points, study, manifest_key, {**context, "kind": "study-verify"}, writer, parent,
+                        parallel_trials, directory, log)
 
 
 def check_corpus(grid: list[StudyPoint], train_tokens: int, log) -> None:
@@ -168,4 +165,4 @@ def train_points(points: list[StudyPoint], study: Study, manifest_key: str, cont
     return _train(points, keys, context, writer, parent, parallel_trials, directory, study, log)
 
 
-__all__ = ["PointResult", "StudyOutcome", "check_corpus", "run_study", "train_points", "verification_point"]
+__all__ = ["PointResult", "StudyOutcome", "check_corpus", "run_study", "train_points"]

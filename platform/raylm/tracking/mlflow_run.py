@@ -35,7 +35,7 @@ def resolve_tracking_uri(tracking: TrackingConfig, cwd: Path | None = None) -> s
     return uri
 
 
-def _artifact_root(uri: str) -> str | None:
+def artifact_root(uri: str) -> str | None:
     """Artifacts of a SQLite store live beside the database file."""
     if uri.startswith("sqlite:///"):
         return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
@@ -67,8 +67,8 @@ class MlflowRun:
             client = run.client
             experiment = client.get_experiment_by_name(tracking.experiment)
             experiment_id = run.experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-                tracking.experiment, artifact_location=_artifact_root(uri) and
-                f"{_artifact_root(uri)}/{tracking.experiment}")
+                tracking.experiment, artifact_location=artifact_root(uri) and
+                f"{artifact_root(uri)}/{tracking.experiment}")
             all_tags = {**(tags or {}), **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})}
             if reuse_tag is not None:
                 all_tags[reuse_tag[0]] = reuse_tag[1]

@@ -13,16 +13,19 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 STOPPED_MESSAGE = "the job was stopped (SIGTERM, e.g. `ray job stop`)"
 
 _previous: list = []  # the handler that was in place before ours, while ours is installed
+_on_stop: list[Callable[[str, str], object]] = []  # what ends the open runs: (status, error) -> ...
 
 
-def install_sigterm_handler() -> None:
-    """Install the handler (idempotent; only from the main thread, where signals are handled)."""
+def install_sigterm_handler(end_runs: Callable[[str, str], object]) -> None:
+    """Install the handler that calls ``end_runs("KILLED", message)`` on SIGTERM (idempotent; main thread only)."""
     if _previous or threading.current_thread() is not threading.main_thread():
         return
+    _on_stop[:] = [end_runs]
     _previous.append(signal.signal(signal.SIGTERM, _on_sigterm))
 
 
@@ -32,12 +35,12 @@ def remove_sigterm_handler() -> None:
 
 
 def _on_sigterm(signum, frame) -> None:
-    from raylm.tracking.writer import end_open_runs
-
     previous = _previous[0] if _previous else signal.SIG_DFL
+    end_runs = _on_stop[0] if _on_stop else None
     remove_sigterm_handler()
     print(f"raylm: {STOPPED_MESSAGE}; ending the open runs as KILLED", file=sys.stderr, flush=True)
-    end_open_runs("KILLED", STOPPED_MESSAGE)
+    if end_runs is not None:
+        end_runs("KILLED", STOPPED_MESSAGE)
     if callable(previous):
         previous(signum, frame)
     raise SystemExit(128 + signum)

@@ -57,9 +57,9 @@ def check_exposure(host: str, app_name: str | None) -> None:
 
 def default_artifacts(backend_uri: str) -> str | None:
     """Where the artifacts of a SQLite store live (``mlartifacts/`` beside the database), else None."""
-    from raylm.tracking.mlflow_run import _artifact_root
+    from raylm.tracking.mlflow_run import artifact_root
 
-    return _artifact_root(backend_uri)
+    return artifact_root(backend_uri)
 
 
 def server_command(backend_uri: str, host: str = "127.0.0.1", port: int = 5000, artifacts: str | None = None,

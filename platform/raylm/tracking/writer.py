@@ -81,7 +81,7 @@ def start_writer() -> str:
     ).remote()
     ray.get(actor.ping.remote())
     _STARTED[name] = actor
-    install_sigterm_handler()  # `ray job stop` ends this driver's open runs as KILLED
+    install_sigterm_handler(end_open_runs)  # `ray job stop` ends this driver's open runs as KILLED
     return name
 
 

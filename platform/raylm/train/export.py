@@ -81,7 +81,7 @@ def _write(model, cfg: RunConfig, runtime: dict) -> None:
         _save(model, cfg, partial, runtime.get("tokenizer_path"))
         shutil.rmtree(target, ignore_errors=True)
         partial.rename(target)
-    from raylm.train.loop import worker_print
+    from raylm.train.worker_output import worker_print
 
     worker_print(f"model written to {target}")
 

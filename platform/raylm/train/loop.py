@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import sys
 
 import torch
 import torch.distributed as dist
@@ -31,16 +30,11 @@ from raylm.train import checkpoints
 from raylm.train.batches import model_inputs, objective_generator
 from raylm.train.metrics import StepTimer, measure_peak_flops, memory_bytes, mfu
 from raylm.train.moe_metrics import moe_metrics
-from raylm.train.run import DIVERGED_FILE
+from raylm.train.optimizers import optimizer_factories
 from raylm.train.swa import run_weight_average
+from raylm.train.worker_output import DIVERGED_FILE, worker_print
 
 FAULT_MARKER = ".fault_injected"
-
-
-def worker_print(message: str) -> None:
-    """One progress line in the driver's output. Ray Train's patched ``print`` writes a line to
-    ``sys.stdout`` twice (the stream and its logger); ``sys.__stdout__`` reaches the driver once."""
-    print(f"[raylm] {message}", file=sys.__stdout__, flush=True)
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -67,7 +61,7 @@ class WorkerRun:
         init_distributed(cfg.parallel.use_gpu)
         self.plan = make_plan(cfg, world_size)
         self.dp_rank = pipeline_coords(rank, self.plan)[1]  # stages of one replica read the same data
-        self.engine = make_training_engine(cfg, self.plan)
+        self.engine = make_training_engine(cfg, self.plan, *optimizer_factories(cfg))
         self.device = self.engine.device
         self.grad_norm: float | None = None
         self.loader = self._loader("train", shuffle=True)

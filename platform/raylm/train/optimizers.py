@@ -107,3 +107,8 @@ def build_scheduler(cfg: RunConfig, optimizer: torch.optim.Optimizer) -> torch.o
         lambda step: lr_multiplier(step, train.max_steps, train.warmup_steps, opt.schedule, opt.min_lr_ratio,
                                    opt.decay_fraction),
     )
+
+
+def optimizer_factories(cfg):
+    """(model -> optimizer, optimizer -> scheduler) for ``cfg``: what the parallel room's engine builder takes."""
+    return (lambda model: build_optimizer(cfg, model)), (lambda optimizer: build_scheduler(cfg, optimizer))

@@ -24,8 +24,7 @@ from raylm.errors import UserError
 from raylm.parallel.plan import ParallelPlan, check_data_size, make_plan
 from raylm.ray_session import connect_ray
 from raylm.tracking.writer import RemoteRun, start_writer, stop_writer
-
-DIVERGED_FILE = "diverged.txt"  # written by rank 0 of the workers (raylm.train.loop) when the loss is not finite
+from raylm.train.worker_output import DIVERGED_FILE
 
 
 @dataclass

@@ -73,9 +73,9 @@ def plot_metric_vs_lr(rows: list[TrialRow], path: Path, metric: str, series_key:
     points = [r for r in rows if "train.lr" in r.values and r.best is not None and math.isfinite(r.best)]
     if not points:
         return False
-    from raylm.scaling.plots import _figure
+    from raylm.scaling.plots import new_figure
 
-    fig, ax = _figure(7, 4.5)
+    fig, ax = new_figure(7, 4.5)
     for name, group in _groups(points, series_key).items():
         group = sorted(group, key=lambda r: r.values["train.lr"])
         ax.plot([r.values["train.lr"] for r in group], [r.best for r in group], "o-", label=name)
@@ -96,9 +96,9 @@ def plot_best_curves(rows: list[TrialRow], path: Path, metric: str, mode: str = 
     with_curves = [r for r in rows if r.curve and r.best is not None]
     if not with_curves:
         return False
-    from raylm.scaling.plots import _figure
+    from raylm.scaling.plots import new_figure
 
-    fig, ax = _figure(7, 4.5)
+    fig, ax = new_figure(7, 4.5)
     for name, group in _groups(with_curves, series_key).items():
         best = ranked(group, mode)[0]
         steps, values = zip(*best.curve, strict=True)
@@ -112,11 +112,11 @@ def plot_best_curves(rows: list[TrialRow], path: Path, metric: str, mode: str = 
 
 
 def _finish(ax, fig, path: Path) -> None:
-    from raylm.scaling.plots import _save
+    from raylm.scaling.plots import save_figure
 
     ax.legend()
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _has(rows: list[TrialRow], key: str) -> bool:

@@ -26,6 +26,7 @@ from pydantic import Field, ValidationError
 
 from raylm import storage
 from raylm.config import RunConfig, Section
+from raylm.config_errors import invalid
 from raylm.config_load import apply_overrides, read_yaml, validate
 from raylm.errors import ConfigError
 from raylm.tune.space import check_search
@@ -91,8 +92,7 @@ def load_sweep(path: str | Path, overrides: list[tuple[str, str]] = ()) -> Sweep
     try:
         config = SweepConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{'.'.join(map(str, e['loc'])) or 'sweep'}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"{path}: invalid sweep file:\n  " + "\n  ".join(problems)) from None
+        raise invalid(exc, SweepConfig, str(path), "sweep file") from None
     if config.metric not in METRICS:
         raise ConfigError(f"{path}: metric '{config.metric}' is not reported by training; use one of "
                           f"{', '.join(METRICS)}")

@@ -106,14 +106,3 @@ def random_chinchilla_study(seed: int, budgets=(1e18, 3e18, 1e19), *, per_budget
     loss = law.loss(n, d) * np.exp(rng.uniform(*noise) * rng.standard_normal(c.size))
     target = float(max(budgets) * np.exp(rng.uniform(np.log(target_ratio[0]), np.log(target_ratio[1]))))
     return ScalingData.from_arrays(n, d, loss, c, source="synthetic"), law, target
-
-
-def random_frontier_study(seed: int, budgets=(1e18, 3e18, 1e19), *, noise=(0.005, 0.01),
-                          target_ratio=(3.0, 10.0)):
-    """(data, true L*(target), target) of a random :func:`synthetic_frontier` world (curvature 0.02-0.1)."""
-    rng = np.random.default_rng(20_000 + seed)
-    law = dict(E=rng.uniform(1.5, 2.5), C0=3e19 * rng.uniform(0.3, 3), gamma=rng.uniform(0.08, 0.16))
-    data = synthetic_frontier(budgets, curvature=rng.uniform(0.02, 0.1), spread=float(rng.choice([16.0, 64.0])),
-                              noise=rng.uniform(*noise), k_n=0.1 * rng.uniform(0.5, 2), seed=seed, **law)
-    target = float(max(budgets) * np.exp(rng.uniform(np.log(target_ratio[0]), np.log(target_ratio[1]))))
-    return data, float(frontier_optimum(target, **law)), target

@@ -1,0 +1,25 @@
+"""The study's parent run: results.csv, fit.json, the plots and the headline metrics, then FINISHED."""
+
+from __future__ import annotations
+
+import json
+
+from raylm.study.config import Study
+from raylm.study.plots import write_study_plots
+from raylm.study.results import StudyOutcome, write_results_csv
+
+
+def log_parent(outcome: StudyOutcome, parent, study: Study) -> None:
+    """Write results.csv, fit.json and the plots into the study directory, log them and the metrics, finish."""
+    directory = outcome.directory
+    write_results_csv(outcome, directory / "results.csv")
+    fit_json = {k: v for k, v in outcome.fit.items() if not k.startswith("_")}
+    fit_json["verification"] = {k: v for k, v in outcome.metrics.items() if k.startswith(("verify/", "predicted/"))}
+    (directory / "fit.json").write_text(json.dumps(fit_json, indent=2, default=float) + "\n")
+    plots = write_study_plots(directory / "plots", outcome, study)
+    parent.log_metrics(outcome.metrics, step=0)
+    parent.log_artifact(str(directory / "results.csv"))
+    parent.log_artifact(str(directory / "fit.json"))
+    for path in plots:
+        parent.log_artifact(str(path), "plots")
+    parent.finish("FINISHED")

@@ -1,0 +1,53 @@
+"""A study's results as data: each point's run and losses, the whole outcome, and their tables."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from raylm.scaling.data import ScalingData
+from raylm.study.grid import StudyPoint
+
+
+@dataclass
+class PointResult:
+    point: StudyPoint
+    key: str
+    status: str                 # FINISHED, FAILED, ...
+    run_id: str | None
+    loss: float | None          # final validation loss (the fixed held-out set)
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (tokens seen, val loss) along the run
+    reused: bool = False
+
+
+@dataclass
+class StudyOutcome:
+    directory: Path
+    results: list[PointResult]
+    fit: dict
+    recommended: list[dict]
+    verify: list[PointResult]
+    metrics: dict
+    parent_run_id: str | None
+    experiment_id: str | None
+    tracking_uri: str
+    elapsed_s: float
+
+
+def scaling_data(results: list[PointResult]) -> ScalingData:
+    return ScalingData.from_arrays([r.point.grid.params for r in results], [r.point.grid.tokens for r in results],
+                                   [r.loss for r in results], flops=[r.point.grid.flops for r in results],
+                                   source="study")
+
+
+def write_results_csv(outcome: StudyOutcome, path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["kind", "label", "budget", "params", "tokens", "tokens_per_param", "steps", "flops", "loss",
+                      "status", "reused", "run_id"])
+        for r in [*outcome.results, *outcome.verify]:
+            g = r.point.grid
+            out.writerow([r.point.kind, r.point.label, f"{g.budget:.6g}", g.params, g.tokens,
+                          f"{g.tokens / g.params:.4g}", g.steps, f"{g.flops:.6g}",
+                          "" if r.loss is None else f"{r.loss:.6f}", r.status, r.reused, r.run_id or ""])
