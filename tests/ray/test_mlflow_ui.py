@@ -45,10 +45,11 @@ def browser_page():
 
 @pytest.fixture(scope="module")
 def ui(tiny_study, tmp_path_factory):
-    from raylm.tracking.ui_server import start_ui
+    from raylm.tracking.ui_server import ServerProcess, start_ui
 
     _, _, outcome = tiny_study
-    server = start_ui(outcome.tracking_uri, log_path=tmp_path_factory.mktemp("ui") / "mlflow-server.log")
+    server = start_ui(outcome.tracking_uri,
+                      process=ServerProcess(log_path=tmp_path_factory.mktemp("ui") / "mlflow-server.log"))
     yield server
     server.stop()
 

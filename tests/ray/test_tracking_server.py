@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from raylm.config import RunConfig
-from raylm.tracking.ui_server import start_ui
+from raylm.tracking.ui_server import ServerProcess, start_ui
 from raylm.train.run import run_training
 from tests.ray.train_helpers import tiny_config
 
@@ -20,8 +20,8 @@ def test_a_training_run_is_logged_through_a_postgres_and_s3_server(tmp_path, ray
     bucket = s3_server.create_bucket("raylm-team-mlflow")
     database = postgres_server.create_database("mlflow_team")
     # the server alone holds the S3 credentials: clients upload artifacts through it (mlflow-artifacts:/)
-    with start_ui(database, artifacts=f"s3://{bucket}/mlflow", env=s3_server.env(),
-                  log_path=tmp_path / "mlflow-server.log") as server:
+    process = ServerProcess(env=s3_server.env(), log_path=tmp_path / "mlflow-server.log")
+    with start_ui(database, artifacts=f"s3://{bucket}/mlflow", process=process) as server:
         data = tiny_config(tmp_path).to_dict()
         data["tracking"]["tracking_uri"] = server.url
         result = run_training(RunConfig.from_dict(data))

@@ -141,3 +141,19 @@ def test_training_workers_never_load_mlflow():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_no_function_of_the_driver_rooms_takes_more_than_eight_parameters():
+    """Values travel as typed objects (a session, a context, options), not threaded through long signatures."""
+    too_many = []
+    for name, path in MODULES.items():
+        if room(name) not in ("tune", "study", "scaling", "tracking"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                count = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) + bool(a.vararg) + bool(a.kwarg)
+                count -= bool(a.args) and a.args[0].arg in ("self", "cls")
+                if count > 8:
+                    too_many.append(f"{name}.{node.name} ({count})")
+    assert not too_many

@@ -11,7 +11,8 @@ from tests.unit.synthetic_studies import random_chinchilla_study, synthetic_fron
 
 from raylm.scaling import ScalingData
 from raylm.scaling.laws import BESIROGLU_2024, tokens_for_budget
-from raylm.scaling.recommend import recommend
+from raylm.scaling.pointfit import FitOptions
+from raylm.scaling.recommend import IntervalOptions, recommend
 
 STUDIES = 100
 LEVEL = 0.9
@@ -20,6 +21,7 @@ LEVEL = 0.9
 CHEAP_STARTS = np.array([[a, b, e, al, be] for al, be, e, a, b in
                          itertools.product([0.3, 0.6], [0.3, 0.6], [0.0, 0.7], [4.0, 8.0], [4.0, 8.0])])
 GRID = (1e18, 3e18, 1e19)
+NO_SIMULATIONS = IntervalOptions(simulations=0)
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
@@ -28,7 +30,8 @@ def test_recommended_interval_covers_the_true_optimal_loss():
     hits, widths, picks = [], [], []
     for seed in range(STUDIES):
         data, law, target = random_chinchilla_study(seed)
-        out = recommend(data, [target], level=LEVEL, bootstrap=60, seed=seed, starts=CHEAP_STARTS, warm_starts=1)
+        out = recommend(data, [target], fit=FitOptions(starts=CHEAP_STARTS),
+                        intervals=IntervalOptions(level=LEVEL, simulations=60, seed=seed, warm_starts=1))
         low, high = out.recommended[0].loss_interval
         hits.append(low <= law.optimal_loss(target) <= high)
         widths.append(high / low - 1)
@@ -47,7 +50,7 @@ def test_backtest_picks_the_law_that_made_the_data(seed):
     needs 2 budgets with an interior minimum), so the first available predictor is taken."""
     frontier_world = synthetic_frontier(GRID, E=2.0, C0=3e19, gamma=0.12, curvature=0.1, spread=64.0,
                                         noise=0.001, seed=seed)
-    out = recommend(frontier_world, [1e20], bootstrap=0, starts=CHEAP_STARTS)
+    out = recommend(frontier_world, [1e20], fit=FitOptions(starts=CHEAP_STARTS), intervals=NO_SIMULATIONS)
     assert out.approach == "frontier"
     assert abs(out.backtest.rel_error["frontier"]) < abs(out.backtest.rel_error["approach3"])
     rng = np.random.default_rng(seed)
@@ -55,6 +58,6 @@ def test_backtest_picks_the_law_that_made_the_data(seed):
     n = BESIROGLU_2024.optimal_params(c) * np.repeat([6.0, 1.0, 1.0], 5) * np.tile(np.geomspace(0.25, 4, 5), 3)
     d = tokens_for_budget(c, n)
     law_world = ScalingData.from_arrays(n, d, BESIROGLU_2024.loss(n, d) * np.exp(0.001 * rng.standard_normal(15)))
-    out = recommend(law_world, [1e20], bootstrap=0, starts=CHEAP_STARTS)
+    out = recommend(law_world, [1e20], fit=FitOptions(starts=CHEAP_STARTS), intervals=NO_SIMULATIONS)
     assert "approach2" in out.backtest.unavailable  # the first budget has no interior minimum
     assert out.approach == "frontier" and "no backtest" in out.reason and out.choice.cases == 0

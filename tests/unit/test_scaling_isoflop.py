@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from raylm.errors import UserError
-from raylm.scaling.isoflop import ModelFamily, isoflop_grid
+from raylm.scaling.isoflop import ModelFamily, TrainingShape, isoflop_grid
 from raylm.scaling.laws import BESIROGLU_2024
 
 VOCAB = 8192
@@ -29,7 +29,7 @@ FAMILY = ModelFamily(base={"vocab_size": VOCAB}, aspect_ratio=64, head_dim=64)
 
 def test_grid_has_k_shapes_per_budget_around_the_prior():
     budgets = [1e17, 1e18, 1e19]
-    points = isoflop_grid(budgets, FAMILY, k=5, spread=8.0, seq_len=256, global_batch_size=32,
+    points = isoflop_grid(budgets, FAMILY, k=5, spread=8.0, shape=TrainingShape(seq_len=256, global_batch_size=32),
                           count_params=standin_count)
     assert len(points) == 15
     for budget in budgets:
@@ -69,7 +69,8 @@ def test_bad_grids_are_user_errors():
     with pytest.raises(UserError, match="budgets"):
         isoflop_grid([], FAMILY, count_params=standin_count)
     with pytest.raises(UserError, match="less than one step"):
-        isoflop_grid([1e13], FAMILY, k=2, seq_len=2048, global_batch_size=4096, count_params=standin_count)
+        isoflop_grid([1e13], FAMILY, k=2, shape=TrainingShape(seq_len=2048, global_batch_size=4096),
+                     count_params=standin_count)
     with pytest.raises(UserError, match="no model of the family"):
         isoflop_grid([1e6], FAMILY, k=2, count_params=standin_count)
     with pytest.raises(UserError, match="sets"):
@@ -81,7 +82,7 @@ def test_real_parameter_counts():
     from raylm.config import ModelConfig
 
     points = isoflop_grid([3e16, 3e17], ModelFamily(base={"vocab_size": 4096}, head_dim=32, aspect_ratio=32), k=3,
-                          seq_len=128, global_batch_size=16, count_params=counting.count_params,
+                          shape=TrainingShape(seq_len=128, global_batch_size=16), count_params=counting.count_params,
                           flops_per_token=counting.flops_per_token)
     for p in points:
         cfg = ModelConfig(**p.model)

@@ -16,9 +16,10 @@ from raylm.scaling.backtest import held_out_best
 from raylm.scaling.laws import BESIROGLU_2024, tokens_for_budget
 from raylm.scaling.pointfit import FitOptions, fit_point
 from raylm.scaling.predictors import Layout, refit_law_rows
-from raylm.scaling.recommend import recommend
+from raylm.scaling.recommend import IntervalOptions, recommend
 from raylm.scaling.synthetic import synthetic_isoflop
 
+NO_SIMULATIONS = IntervalOptions(simulations=0)
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 LAW = BESIROGLU_2024
 GRID = (1e18, 3e18, 1e19)
@@ -32,7 +33,7 @@ def study():
 
 @pytest.fixture(scope="module")
 def result(study):
-    return recommend(study, TARGETS, bootstrap=100, seed=0)
+    return recommend(study, TARGETS, intervals=IntervalOptions(simulations=100, seed=0))
 
 
 def chinchilla_grid(offsets, noise: float, seed: int, spread: float = 16.0) -> ScalingData:
@@ -95,7 +96,7 @@ def test_as_dict_is_json(result):
 
 
 def test_same_seed_same_answer(study, result):
-    again = recommend(study, TARGETS, bootstrap=100, seed=0)
+    again = recommend(study, TARGETS, intervals=IntervalOptions(simulations=100, seed=0))
     assert again.as_dict() == result.as_dict()
 
 
@@ -113,7 +114,7 @@ def test_row_programs_match_the_single_fits(study):
 
 def test_two_budgets_no_backtest_first_available_in_order():
     data = synthetic_isoflop(LAW, GRID[:2], per_budget=5, spread=16.0, noise=0.005, seed=2)
-    out = recommend(data, 1e20, bootstrap=0)
+    out = recommend(data, 1e20, intervals=NO_SIMULATIONS)
     assert out.backtest.budget is None and "3+" in out.backtest.note
     assert out.approach == "frontier" and "no backtest" in out.reason
     low, high = out.recommended[0].loss_interval  # no backtest: the interval is the predictors' disagreement
@@ -126,7 +127,7 @@ def test_two_budgets_no_backtest_first_available_in_order():
 
 def test_unavailable_predictors_say_why():
     data = chinchilla_grid([6.0, 6.0, 6.0], noise=0.002, seed=0)  # optimum below every grid: no interior minimum
-    out = recommend(data, 1e20, bootstrap=0, floor=None)
+    out = recommend(data, 1e20, fit=FitOptions(floor=None), intervals=NO_SIMULATIONS)
     assert "approach2" in out.unavailable and "minimum outside" in out.unavailable["approach2"]
     assert "no budget has its minimum inside the sizes trained" in out.unavailable["frontier"]
     assert out.approach == "approach3" and "no backtest" in out.reason
@@ -134,7 +135,7 @@ def test_unavailable_predictors_say_why():
 
 def test_curves_add_approach1():
     final, curves = synthetic_curves(LAW, GRID, per_budget=5, spread=16.0, noise=0.003, seed=3)
-    out = recommend(final, [1e20], curves=curves, bootstrap=40)
+    out = recommend(final, [1e20], curves=curves, intervals=IntervalOptions(simulations=40))
     assert "approach1" in out.predictions and "approach1" in out.backtest.rel_error
     p = out.predictions["approach1"][0]
     assert p.loss == pytest.approx(LAW.optimal_loss(1e20), rel=0.03)
@@ -145,16 +146,16 @@ def test_bad_arguments_are_user_errors(study):
     with pytest.raises(UserError, match="target budget"):
         recommend(study, [])
     with pytest.raises(UserError, match="level"):
-        recommend(study, [1e20], level=1.5)
+        recommend(study, [1e20], intervals=IntervalOptions(level=1.5))
     with pytest.raises(UserError, match="run noise"):
-        recommend(study, [1e20], noise=-0.1)
+        recommend(study, [1e20], intervals=IntervalOptions(noise=-0.1))
     with pytest.raises(UserError, match="floor"):
-        recommend(study, [1e20], floor="median")
+        recommend(study, [1e20], fit=FitOptions(floor="median"))
 
 
 def test_stacked_recommendation_on_a_ladder_with_enough_backtest_cases():
     data = synthetic_isoflop(LAW, (1e18, 2e18, 4e18, 8e18, 1.6e19), per_budget=7, spread=16.0, noise=0.003, seed=4)
-    out = recommend(data, [5e19], bootstrap=0)
+    out = recommend(data, [5e19], intervals=NO_SIMULATIONS)
     assert out.approach == "stacked" and out.choice.cases >= 3
     assert sum(out.choice.weights.values()) == pytest.approx(1.0)
     rec = out.recommended[0]

@@ -9,8 +9,8 @@ import yaml
 from tests.conftest import run_cli
 
 from raylm.errors import ConfigError, UserError
+from raylm.tune.session import concurrency
 from raylm.tune.space import map_unit, sampled_values, tune_space
-from raylm.tune.sweep import concurrency
 from raylm.tune.sweep_config import load_sweep
 from raylm.tune.trial import trial_run_config
 

@@ -73,18 +73,20 @@ def _fit(args: argparse.Namespace) -> int:
 
     if args.backtest:
         return _backtest(args)
+    from raylm.scaling.pointfit import FitOptions
+    from raylm.scaling.recommend import IntervalOptions
     from raylm.scaling.report import fit_scaling_laws
 
     data = read_csv(args.csv, args.experiment)
     groups = args.isoflop_budgets
     if not groups and has_budget_labels(args.csv):
         groups = sorted(set(data.flops.tolist()))
-    report = fit_scaling_laws(
-        data, budgets=args.budget, bootstrap=args.bootstrap, seed=args.seed, starts=args.starts,
-        delta=args.delta, level=0.95 if args.level is None else args.level, exclude_highest=args.exclude_highest,
-        isoflop_budgets=groups, isoflop_tolerance=args.isoflop_tolerance,
-        simulations=args.simulations, noise=args.noise,
-    )
+    fit = FitOptions(starts=args.starts, delta=args.delta, isoflop_budgets=groups,
+                     isoflop_tolerance=args.isoflop_tolerance)
+    intervals = IntervalOptions(level=0.95 if args.level is None else args.level, simulations=args.simulations,
+                                seed=args.seed, noise=args.noise)
+    report = fit_scaling_laws(data, budgets=args.budget, fit=fit, intervals=intervals, bootstrap=args.bootstrap,
+                              exclude_highest=args.exclude_highest)
     result = report.as_dict()
     if args.out:
         from raylm.scaling.plots import write_plots
@@ -121,7 +123,7 @@ def _backtest(args: argparse.Namespace) -> int:
     for name, data in ladders.items():
         data = data.without_highest_losses(args.exclude_highest)
         groups = args.isoflop_budgets or (sorted(set(data.flops.tolist())) if labelled else None)
-        options = FitOptions(starts=args.starts, delta=args.delta, isoflop_budgets=tuple(groups) if groups else None,
+        options = FitOptions(starts=args.starts, delta=args.delta, isoflop_budgets=groups,
                              isoflop_tolerance=args.isoflop_tolerance)
         print(f"backtesting {name} ...", file=sys.stderr, flush=True)
         result = backtest_ladder(data, options, name=name, level=0.9 if args.level is None else args.level,

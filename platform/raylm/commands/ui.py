@@ -50,7 +50,7 @@ def _ui(args: argparse.Namespace) -> int:
     import sys
 
     from raylm.errors import UserError
-    from raylm.tracking.ui_server import check_exposure, start_ui
+    from raylm.tracking.ui_server import ServerProcess, check_exposure, start_ui
 
     check_exposure(args.host, args.app_name)  # before anything else: a refusal costs nothing
     if not 1 <= args.port <= 65535:
@@ -64,7 +64,7 @@ def _ui(args: argparse.Namespace) -> int:
         return 0
     extra = ("--allowed-hosts", args.allowed_hosts) if args.allowed_hosts else ()
     server = start_ui(store, port=args.port, host=args.host, artifacts=args.artifacts_destination,
-                      app_name=args.app_name, workers=args.workers, extra_args=extra)
+                      app_name=args.app_name, workers=args.workers, process=ServerProcess(extra_args=extra))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill` of this command stops the server too
     try:
         print(f"MLflow UI: {server.url}   (store: {store}; Ctrl-C stops it)", flush=True)

@@ -12,10 +12,10 @@ a, b in {0, 5, ..., 25} (4,500 starts); the lowest objective wins. A = exp(a), B
 How it is computed here (same objective, same starts, lowest objective wins; about 100x faster):
 
 1. every start runs at once through a batched trust-region Newton method with the exact gradient
-   and Hessian (:mod:`raylm.scaling.batched_newton`), for at most ``max_iter`` iterations each
+   and Hessian (:mod:`raylm.scaling.batched_newton`), for at most ``MAX_ITER`` (150) iterations each
    (a start still creeping along a plateau then stops where it is, as an L-BFGS run stops on its
    tolerances; the best optimum is reached by hundreds of starts well within the budget);
-2. the ``polish`` best distinct end points are finished with ``scipy.optimize.minimize``
+2. the ``POLISH`` (5) best distinct end points are finished with ``scipy.optimize.minimize``
    (L-BFGS-B, analytic gradient, tight tolerances); the lowest objective of all wins.
 
 ``engine="vp"`` replaces the 4,500-start grid by a handful of starts from variable projection
@@ -33,7 +33,7 @@ the batched grid, and the same optimum on the synthetic and public ladders the t
 the textbook procedure, slower, kept as the reference the batched engine is checked against.
 
 Bootstrap (Besiroglu et al. 2024, section 3: 4,000 resamples of the points): each resample
-is refit from the full-data optimum and the next ``bootstrap_starts - 1`` best distinct end
+is refit from the full-data optimum and the next ``BOOTSTRAP_STARTS - 1`` best distinct end
 points of the grid (not the whole grid: a resample moves the optimum only a little, so the
 full-data basins are where its optimum lies; the objective is rugged at small scales, hence a
 few nearby starts rather than one); all resamples run as one batch. Resampling with
@@ -58,6 +58,9 @@ from raylm.scaling.vpnls import vp_starts
 ENGINES = ("batched", "scipy", "vp")
 
 DEFAULT_DELTA = 1e-3
+MAX_ITER = 150  # batched Newton iterations per start
+POLISH = 5  # best distinct end points finished with L-BFGS-B
+BOOTSTRAP_STARTS = 3  # optima each bootstrap resample is refit from
 VP_STARTS = 5  # engine="vp": this many distinct variable-projection optima (and lifted copies) start the fit
 
 #: Start grids: values of (alpha, beta, e, a, b); "full" is the 4,500-start grid of Besiroglu et al. (2024).
@@ -112,11 +115,12 @@ def fit_approach3(
     seed: int = 0,
     level: float = 0.95,
     engine: str = "batched",
-    max_iter: int = 150,
-    polish: int = 5,
-    bootstrap_starts: int = 3,
 ) -> Approach3Fit:
-    """Fit the law by the procedure of the module docstring; ``bootstrap`` > 0 adds intervals."""
+    """Fit the law by the procedure of the module docstring; ``bootstrap`` > 0 adds intervals.
+
+    The batched engine runs at most :data:`MAX_ITER` Newton iterations per start and polishes the
+    :data:`POLISH` best distinct end points; the bootstrap refits from :data:`BOOTSTRAP_STARTS` optima.
+    """
     x0 = start_grid(starts) if isinstance(starts, str) else np.atleast_2d(np.asarray(starts, dtype=float))
     _check_options(x0, delta, bootstrap, level, engine)
     logs = data.log
@@ -126,7 +130,7 @@ def fit_approach3(
     if engine == "scipy":
         ends, fun = _scipy_each_start(logs, x0, delta)
     else:
-        ends, fun = _batched_then_polish(logs, x0, delta, max_iter, polish)
+        ends, fun = _batched_then_polish(logs, x0, delta, MAX_ITER, POLISH)
     best = int(np.argmin(fun))
     if not np.isfinite(fun[best]):
         raise UserError("the Approach 3 fit failed from every start (objective not finite)")
@@ -134,7 +138,7 @@ def fit_approach3(
     optima = _distinct(ends, fun)
     summary = None
     if bootstrap:
-        warm = optima[: max(1, bootstrap_starts)]
+        warm = optima[:BOOTSTRAP_STARTS]
         summary = bootstrap_approach3(logs, warm, delta, bootstrap, seed, level)
     return Approach3Fit(
         law=ChinchillaLaw.from_log_params(*theta), theta=theta, objective=f_best, delta=delta,

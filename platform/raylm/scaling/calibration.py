@@ -31,10 +31,12 @@ class SimulatedIntervals:
     backtest_errors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # ln(pred/actual) (S,)
 
 
-def simulated_intervals(point: PointFit, test: Backtest, noise: NoiseEstimate, budgets, level: float,
-                        size: int, seed: int, warm_starts: int, delta: float) -> SimulatedIntervals:
-    """Simulate ``size`` studies from the Approach 3 fit of ``point`` and build every predictor's interval."""
-    rng = np.random.default_rng(seed)
+def simulated_intervals(point: PointFit, test: Backtest, noise: NoiseEstimate, budgets, options,
+                        delta: float) -> SimulatedIntervals:
+    """Simulate ``options.simulations`` studies from the Approach 3 fit of ``point`` and build every predictor's
+    interval at ``options.level`` (``options``: :class:`raylm.scaling.recommend.IntervalOptions`)."""
+    level, size, warm_starts = options.level, options.simulations, options.warm_starts
+    rng = np.random.default_rng(options.seed)
     layout, theta, law = point.layout, point.theta, point.approach3.law
     log_fitted = log_predict(theta[0], layout.log_n, layout.log_d)
     n_curves = 0 if layout.grid is None else layout.grid.params.size

@@ -68,6 +68,17 @@ class GridPoint:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class TrainingShape:
+    """How every point trains: sequence length, tokens per step (in sequences), warmup of
+    ``warmup_tokens_per_param`` tokens per parameter capped at ``max_warmup_fraction`` of the steps."""
+
+    seq_len: int = 256
+    global_batch_size: int = 64
+    warmup_tokens_per_param: float = 1.0
+    max_warmup_fraction: float = 0.25
+
+
 def isoflop_grid(
     budgets,
     family: ModelFamily,
@@ -75,14 +86,12 @@ def isoflop_grid(
     k: int = 5,
     spread: float = 8.0,
     prior: ChinchillaLaw | Callable[[float], float] | None = None,
-    seq_len: int = 256,
-    global_batch_size: int = 64,
-    warmup_tokens_per_param: float = 1.0,
-    max_warmup_fraction: float = 0.25,
+    shape: TrainingShape = TrainingShape(),
     count_params: CountParams | None = None,
     flops_per_token: FlopsPerToken | None = None,
 ) -> list[GridPoint]:
-    """k shapes per budget, log-spaced over a ``spread``-fold range of N centred on the prior optimum.
+    """k shapes per budget, log-spaced over a ``spread``-fold range of N centred on the prior optimum,
+    each trained as ``shape`` says (:class:`TrainingShape`).
 
     ``prior``: a law (its N*(C)), a function C -> N*, or None for 20 tokens per parameter
     (Hoffmann et al. 2022, Table 3). ``count_params(model_config)`` counts a shape's parameters (the
@@ -91,6 +100,8 @@ def isoflop_grid(
     """
     if count_params is None:
         raise UserError("isoflop_grid needs count_params (e.g. raylm.model.counting.count_params)")
+    seq_len, global_batch_size = shape.seq_len, shape.global_batch_size
+    warmup_tokens_per_param, max_warmup_fraction = shape.warmup_tokens_per_param, shape.max_warmup_fraction
     _check_grid_args(budgets, k, spread, seq_len, global_batch_size)
     optimum = _prior_fn(prior)
     targets = {c: optimum(c) * np.exp(np.linspace(-0.5, 0.5, k) * np.log(spread)) for c in map(float, budgets)}

@@ -30,6 +30,7 @@ from raylm.scaling.frontier import (
     check_frontier_inputs,
     fit_frontier,
 )
+from raylm.scaling.predict import parse_budgets
 from raylm.scaling.predictors import (
     APPROACHES,
     Estimates,
@@ -62,6 +63,9 @@ class FitOptions:
     min_runs: int = 2
 
     def __post_init__(self) -> None:
+        if self.isoflop_budgets is not None:  # numbers or '1e21,3e21' strings, parsed once here
+            groups = tuple(parse_budgets(np.ravel(self.isoflop_budgets).tolist()))
+            object.__setattr__(self, "isoflop_budgets", groups or None)
         if isinstance(self.floor, str) and self.floor != "approach3":
             raise UserError(f"frontier floor must be 'approach3', a number or None, got {self.floor!r}")
 

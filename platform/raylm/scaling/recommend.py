@@ -22,7 +22,7 @@ import numpy as np
 
 from raylm.errors import UserError
 from raylm.json_safe import json_safe
-from raylm.scaling.approach3 import DEFAULT_DELTA, Approach3Fit
+from raylm.scaling.approach3 import Approach3Fit
 from raylm.scaling.backtest import Backtest, run_backtest
 from raylm.scaling.calibrated_intervals import calibrated_interval, calibrated_quantile, spread_of
 from raylm.scaling.calibration import SimulatedIntervals, simulated_intervals
@@ -83,7 +83,7 @@ class Recommendation:
     approach: str | None
     reason: str
     noise: NoiseEstimate | None
-    bootstrap: int
+    simulations: int
     seed: int
     simulated: SimulatedIntervals | None = field(default=None, repr=False)
     point: PointFit | None = field(default=None, repr=False)
@@ -107,63 +107,68 @@ class Recommendation:
 
 
     def _bootstrap_dict(self) -> dict:
-        out = {"simulations": self.bootstrap, "seed": self.seed, "method": INTERVAL_METHOD}
+        out = {"simulations": self.simulations, "seed": self.seed, "method": INTERVAL_METHOD}
         if self.simulated is not None:
             out.update(finite_refits=self.simulated.refits, backtest_scale=self.simulated.scales,
                        simulated_backtest_range=self.simulated.backtest_range)
         return out
 
 
-def recommend(
-    data: ScalingData,
-    targets,
-    curves: CurveData | None = None,
-    *,
-    level: float = 0.9,
-    bootstrap: int = 200,
-    seed: int = 0,
-    noise: float | None = None,
-    noise_source: str = "approach3",
-    starts: str | np.ndarray = "coarse",
-    floor: str | float | None = "approach3",
-    delta: float = DEFAULT_DELTA,
-    isoflop_budgets=None,
-    isoflop_tolerance: float = 0.15,
-    warm_starts: int = 3,
-    backtest: bool = True,
-    approach3: Approach3Fit | None = None,
-) -> Recommendation:
+def _check(level: float, simulations: int, warm_starts: int, noise_source: str, noise: float | None) -> None:
+    if not 0 < level < 1:
+        raise UserError(f"interval level must be between 0 and 1, got {level}")
+    if simulations < 0:
+        raise UserError(f"simulations must be >= 0, got {simulations}")
+    if noise is not None and not (np.isfinite(noise) and noise > 0):
+        raise UserError(f"run noise must be a positive relative standard deviation (e.g. 0.01), got {noise}")
+    if noise_source not in ("isoflop", "approach3"):
+        raise UserError(f"noise_source must be 'isoflop' or 'approach3', got {noise_source!r}")
+    if warm_starts < 1:
+        raise UserError(f"warm_starts must be >= 1, got {warm_starts}")
+
+
+@dataclass(frozen=True)
+class IntervalOptions:
+    """How the intervals are made: ``level``; ``simulations`` simulated data sets behind every predictor's
+    interval (0: none) with ``seed``; the run ``noise`` when measured (repeated seeds), else estimated from
+    the residuals of ``noise_source`` (``"approach3"``: the law's, a misfit widens the intervals;
+    ``"isoflop"``: each budget's parabola); ``warm_starts``: the Approach 3 optima each simulated refit
+    starts from."""
+
+    level: float = 0.9
+    simulations: int = 200
+    seed: int = 0
+    noise: float | None = None
+    noise_source: str = "approach3"
+    warm_starts: int = 3
+
+    def __post_init__(self) -> None:
+        _check(self.level, self.simulations, self.warm_starts, self.noise_source, self.noise)
+
+
+def recommend(data: ScalingData, targets, curves: CurveData | None = None, *, fit: FitOptions = FitOptions(),
+              intervals: IntervalOptions = IntervalOptions(), backtest: bool = True,
+              approach3: Approach3Fit | None = None) -> Recommendation:
     """Predict N*, D* and the loss at every target budget with every predictor; recommend one.
 
-    ``targets``: FLOPs (numbers or '1e21,3e21' strings). ``bootstrap``: simulated data sets for the
-    intervals (0: none). ``noise``: the run-to-run relative standard deviation of the loss when
-    measured (repeated seeds); None estimates it from the residuals of ``noise_source``: ``"approach3"``
-    (the law's; a misfit widens the intervals) or ``"isoflop"`` (each budget's parabola; the law's when
-    budgets have too few runs).
-    ``starts``, ``floor``, ``delta``, ``isoflop_*``: :class:`~raylm.scaling.pointfit.FitOptions`. ``warm_starts``: the
-    Approach 3 optima of the data that each simulated refit starts from. ``backtest=False`` skips it
-    (then the default order decides). ``approach3``: an Approach 3 fit of the same ``data`` (and ``delta``)
-    to reuse. See the module docstring for the rule.
+    ``targets``: FLOPs (numbers or '1e21,3e21' strings). ``fit``: how every predictor is fitted
+    (:class:`~raylm.scaling.pointfit.FitOptions`); ``intervals``: :class:`IntervalOptions`.
+    ``backtest=False`` skips the largest-budget backtest. ``approach3``: an Approach 3 fit of the same
+    ``data`` (and delta) to reuse. See the module docstring for the rule.
     """
     budgets = parse_budgets([targets] if isinstance(targets, (str, int, float)) else np.ravel(targets).tolist())
     if not budgets:
         raise UserError("recommend needs at least one target budget (FLOPs, e.g. 1e21)")
-    _check(level, bootstrap, warm_starts, noise_source, noise)
-    groups = tuple(parse_budgets(isoflop_budgets)) if isoflop_budgets else None
-    options = FitOptions(starts=starts, delta=delta, floor=floor, isoflop_budgets=groups,
-                         isoflop_tolerance=isoflop_tolerance)
-    point = fit_point(data, budgets, options, curves, approach3)
-    test = run_backtest(data, options, curves) if backtest else Backtest(None, None, "", note="not run")
+    point = fit_point(data, budgets, fit, curves, approach3)
+    test = run_backtest(data, fit, curves) if backtest else Backtest(None, None, "", note="not run")
     bands, noise_est, sims = {}, None, None
-    if bootstrap and point.estimates:
-        law_resid = np.log(data.loss) - log_predict(point.theta[0], point.layout.log_n, point.layout.log_d)
-        isoflop = isoflop_residuals(point.layout, data.loss) if noise_source == "isoflop" else None
-        noise_est = estimate_noise(law_resid, isoflop, noise)
-        sims = simulated_intervals(point, test, noise_est, budgets, level, bootstrap, seed, warm_starts,
-                                   options.delta)
+    if intervals.simulations and point.estimates:
+        noise_est = _noise(data, point, intervals)
+        sims = simulated_intervals(point, test, noise_est, budgets, intervals, fit.delta)
         bands = sims.bands
-    cases = _own_cases(data, options)
+    cases = _own_cases(data, fit)
     choice = choose(cases, list(point.estimates))
+    level = intervals.level
     predictions = {}
     for name, est in point.estimates.items():
         loss_band, run_band = bands.get(name, (None, None))
@@ -177,8 +182,15 @@ def recommend(
         predictions[STACKED] = recommended
     return Recommendation(targets=tuple(budgets), level=level, predictions=predictions,
                           unavailable=dict(point.unavailable), backtest=test, approach=choice.approach,
-                          reason=choice.reason, noise=noise_est, bootstrap=bootstrap, seed=seed, simulated=sims,
-                          point=point, recommended=recommended, choice=choice, cases=cases)
+                          reason=choice.reason, noise=noise_est, simulations=intervals.simulations,
+                          seed=intervals.seed, simulated=sims, point=point, recommended=recommended, choice=choice,
+                          cases=cases)
+
+
+def _noise(data: ScalingData, point: PointFit, intervals: IntervalOptions) -> NoiseEstimate:
+    law_resid = np.log(data.loss) - log_predict(point.theta[0], point.layout.log_n, point.layout.log_d)
+    isoflop = isoflop_residuals(point.layout, data.loss) if intervals.noise_source == "isoflop" else None
+    return estimate_noise(law_resid, isoflop, intervals.noise)
 
 
 def _own_cases(data: ScalingData, options: FitOptions) -> list[Record]:
@@ -238,16 +250,3 @@ def _pair(band, i: int) -> tuple[float, float]:
     if band is None:
         return NAN_PAIR
     return (float(band[0][i]), float(band[1][i]))
-
-
-def _check(level: float, bootstrap: int, warm_starts: int, noise_source: str, noise: float | None) -> None:
-    if not 0 < level < 1:
-        raise UserError(f"interval level must be between 0 and 1, got {level}")
-    if bootstrap < 0:
-        raise UserError(f"bootstrap simulations must be >= 0, got {bootstrap}")
-    if noise is not None and not (np.isfinite(noise) and noise > 0):
-        raise UserError(f"run noise must be a positive relative standard deviation (e.g. 0.01), got {noise}")
-    if noise_source not in ("isoflop", "approach3"):
-        raise UserError(f"noise_source must be 'isoflop' or 'approach3', got {noise_source!r}")
-    if warm_starts < 1:
-        raise UserError(f"warm_starts must be >= 1, got {warm_starts}")

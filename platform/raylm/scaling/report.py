@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 
 from raylm.json_safe import json_safe
 from raylm.scaling.approach2 import Approach2Fit, Approach2Unavailable, fit_approach2
-from raylm.scaling.approach3 import DEFAULT_DELTA, Approach3Fit, fit_approach3
+from raylm.scaling.approach3 import Approach3Fit, fit_approach3
 from raylm.scaling.data import ScalingData
+from raylm.scaling.pointfit import FitOptions
 from raylm.scaling.predict import Prediction, parse_budgets, predict
-from raylm.scaling.recommend import Recommendation, recommend
+from raylm.scaling.recommend import IntervalOptions, Recommendation, recommend
 
 
 @dataclass(frozen=True)
@@ -43,43 +44,30 @@ class FitReport:
         return json_safe(out)
 
 
-def fit_scaling_laws(
-    data: ScalingData,
-    *,
-    budgets=(),
-    bootstrap: int = 0,
-    seed: int = 0,
-    starts: str = "full",
-    delta: float = DEFAULT_DELTA,
-    level: float = 0.95,
-    exclude_highest: int = 0,
-    isoflop_budgets=None,
-    isoflop_tolerance: float = 0.15,
-    simulations: int = 200,
-    noise: float | None = None,
-) -> FitReport:
+def fit_scaling_laws(data: ScalingData, *, budgets=(), fit: FitOptions = FitOptions(starts="full"),
+                     intervals: IntervalOptions = IntervalOptions(level=0.95), bootstrap: int = 0,
+                     exclude_highest: int = 0) -> FitReport:
     """Fit both approaches to ``data`` and predict for ``budgets`` (FLOPs; numbers or '1e21,3e21' strings).
 
-    ``exclude_highest`` drops that many highest-loss runs first (Besiroglu et al. 2024 drop 5).
-    ``isoflop_budgets``/``isoflop_tolerance`` say how Approach 2 groups runs into budgets
-    (:func:`raylm.scaling.approach2.group_budgets`). With ``budgets``, also
-    :func:`raylm.scaling.recommend.recommend` at ``level`` with ``simulations`` simulated data sets
-    (0: no intervals) and the run ``noise`` when measured (None: estimated), reusing the Approach 3 fit.
+    Approach 3 is the published procedure (the ``fit.starts`` grid, Huber ``fit.delta``), Approach 2
+    groups runs into budgets by ``fit.isoflop_budgets``/``fit.isoflop_tolerance``
+    (:func:`raylm.scaling.approach2.group_budgets`); both with ``bootstrap`` resamples (seed and level
+    from ``intervals``). ``exclude_highest`` drops that many highest-loss runs first (Besiroglu et al.
+    2024 drop 5). With ``budgets``, also :func:`raylm.scaling.recommend.recommend` with ``fit`` and
+    ``intervals``, reusing the Approach 3 fit.
     """
     targets = parse_budgets(budgets)
     data = data.without_highest_losses(exclude_highest)
-    approach3 = fit_approach3(data, starts=starts, delta=delta, bootstrap=bootstrap, seed=seed, level=level)
+    level, seed = intervals.level, intervals.seed
+    approach3 = fit_approach3(data, starts=fit.starts, delta=fit.delta, bootstrap=bootstrap, seed=seed, level=level)
     try:
-        groups = parse_budgets(isoflop_budgets) if isoflop_budgets else None
-        approach2 = fit_approach2(data, level=level, bootstrap=bootstrap, seed=seed, budgets=groups,
-                                  tolerance=isoflop_tolerance)
+        approach2 = fit_approach2(data, level=level, bootstrap=bootstrap, seed=seed, budgets=fit.isoflop_budgets,
+                                  tolerance=fit.isoflop_tolerance)
         note = ""
     except Approach2Unavailable as exc:
         approach2, note = None, str(exc)
     recommendation = None
     if targets:
-        recommendation = recommend(data, targets, level=level, bootstrap=simulations, seed=seed, noise=noise,
-                                   starts=starts, delta=delta, isoflop_budgets=isoflop_budgets,
-                                   isoflop_tolerance=isoflop_tolerance, approach3=approach3)
+        recommendation = recommend(data, targets, fit=fit, intervals=intervals, approach3=approach3)
     return FitReport(data=data, approach3=approach3, approach2=approach2, approach2_note=note,
                      predictions=predict(targets, approach3, approach2), recommendation=recommendation)

@@ -32,14 +32,15 @@ def usable_points(results: list[PointResult], log) -> list[PointResult]:
 def fit_results(study: Study, ok: list[PointResult]) -> dict:
     """Every predictor on the finished points (``raylm.scaling.recommend``), as a JSON-safe dict."""
     from raylm.scaling.curves import CurveData
-    from raylm.scaling.recommend import recommend
+    from raylm.scaling.recommend import IntervalOptions, recommend
 
     records = [{"run": r.point.label, "params": r.point.grid.params, "tokens": t, "loss": v}
                for r in ok for t, v in r.curve if t > 0]
     curves = CurveData.from_records(records, source="the grid's validation curves") if records else None
     cfg = study.config.fit
-    result = recommend(scaling_data(ok), study.config.targets, curves=curves, level=cfg.level,
-                       bootstrap=cfg.bootstrap, seed=cfg.seed, isoflop_budgets=study.config.budgets)
+    result = recommend(scaling_data(ok), study.config.targets, curves=curves,
+                       fit=FitOptions(isoflop_budgets=study.config.budgets),
+                       intervals=IntervalOptions(level=cfg.level, simulations=cfg.bootstrap, seed=cfg.seed))
     if not result.recommended:
         raise UserError(f"no predictor could be fitted to the grid: {result.unavailable}")
     out = result.as_dict()

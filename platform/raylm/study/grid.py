@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from raylm.config import RunConfig
 from raylm.config_load import apply_overrides
 from raylm.errors import UserError
-from raylm.scaling.isoflop import GridPoint, ModelFamily, isoflop_grid
+from raylm.scaling.isoflop import GridPoint, ModelFamily, TrainingShape, isoflop_grid
 from raylm.scaling.laws import ChinchillaLaw
 from raylm.study.config import Study
 
@@ -62,6 +62,11 @@ def prior_of(study: Study):
     return lambda c: math.sqrt(c / (6.0 * ratio))
 
 
+def _shape(study: Study) -> TrainingShape:
+    cfg = study.config
+    return TrainingShape(cfg.seq_len, cfg.global_batch_size, cfg.warmup_tokens_per_param, cfg.max_warmup_fraction)
+
+
 def _counters() -> dict:
     """The model room's parameter and FLOP counters, handed to the pure grid builder."""
     from raylm.model.counting import count_params, flops_per_token
@@ -74,9 +79,7 @@ def build_grid(study: Study) -> list[StudyPoint]:
     cfg = study.config
     check_budgets(cfg.budgets, cfg.targets, cfg.points_per_budget)
     points = isoflop_grid(cfg.budgets, family_of(study), k=cfg.points_per_budget, spread=cfg.spread,
-                          prior=prior_of(study), seq_len=cfg.seq_len, global_batch_size=cfg.global_batch_size,
-                          warmup_tokens_per_param=cfg.warmup_tokens_per_param,
-                          max_warmup_fraction=cfg.max_warmup_fraction, **_counters())
+                          prior=prior_of(study), shape=_shape(study), **_counters())
     per_budget = {b: [p for p in points if p.budget == b] for b in cfg.budgets}
     for budget, group in per_budget.items():
         if len(group) < 3:
@@ -135,9 +138,7 @@ def verification_point(study: Study, budget: float, n_target: float, kind: str =
     """The family's model closest to ``n_target`` trained for D = C / (6N) at ``budget``."""
     cfg = study.config
     (grid,) = isoflop_grid([budget], family_of(study), k=1, spread=1.0, prior=lambda c: n_target,
-                           seq_len=cfg.seq_len, global_batch_size=cfg.global_batch_size,
-                           warmup_tokens_per_param=cfg.warmup_tokens_per_param,
-                           max_warmup_fraction=cfg.max_warmup_fraction, **_counters())
+                           shape=_shape(study), **_counters())
     return StudyPoint(kind, f"{kind}-{label(grid)}", grid, _eval_every(grid.steps, cfg.evals_per_point))
 
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from raylm.config import RunConfig, flatten
 from raylm.errors import UserError
@@ -20,51 +23,79 @@ from raylm.study.config import Study
 from raylm.study.grid import StudyPoint, build_grid, point_key, point_run
 from raylm.study.publish import log_parent
 from raylm.study.results import PointResult, StudyOutcome
+from raylm.tune.context import TrialContext
+from raylm.tune.session import DriverSession
 from raylm.tune.trial import POINT_TAG
 
 MAX_EPOCHS = 4.0  # Muennighoff et al. (2023): up to ~4 epochs of repeated data cost little
 
 
+@dataclass(frozen=True)
+class StudyDriver:
+    """What training a study's points needs, gathered once: the study, its driver session, its parent run,
+    the trials' context, the data's manifest key (part of every point's hash) and the study directory."""
+
+    study: Study
+    session: DriverSession
+    parent: Any  # raylm.tracking.writer.RemoteRun
+    context: TrialContext
+    manifest_key: str
+    directory: Path
+    log: Callable[[str], None]
+
+    def train(self, points: list[StudyPoint], kind: str = "study-point") -> list[PointResult]:
+        """Train (or reuse, found by hash) every point; their results in order."""
+        from raylm.tune.batch import run_fixed_trials
+
+        if not points:
+            return []
+        keys = {p.label: point_key(self.study, p, self.manifest_key) for p in points}
+        experiment = self.session.base.tracking.experiment
+        done = {p.label: _finished(self.session.writer, self.parent, experiment, keys[p.label]) for p in points}
+        pending = [p for p in points if done[p.label] is None]
+        self.log(f"study: {len(points)} runs, {len(points) - len(pending)} already finished (reused), "
+                 f"{len(pending)} to train, {self.session.parallel_trials} at a time")
+        if pending:
+            run_fixed_trials([point_payload(p, keys[p.label]) for p in pending], self.context.of_kind(kind),
+                             self.session.parallel_trials, self.directory / "tune", pending[0].kind,
+                             self.study.config.trials.max_failures)
+        return [collect(self.session.writer, self.parent, experiment, p, keys[p.label],
+                        reused=done[p.label] is not None) for p in points]
+
+
 def run_study(study: Study, address: str | None = None, log=print) -> StudyOutcome:
-    from raylm.parallel.plan import make_plan
-    from raylm.ray_session import cluster_totals, connect_ray
-    from raylm.tracking.writer import start_writer, stop_writer
-    from raylm.train.run import prepare_data
-    from raylm.tune.sweep import concurrency, trial_demand
+    """grid -> train -> fit -> verify -> log, one straight line; a rerun reuses every finished point."""
     from raylm.tune.sweep_config import check_local_directory
 
     check_local_directory(study.config.output_dir, "the study's output_dir", "study")
     started = time.time()
     grid = build_grid(study)
     first = RunConfig.from_dict(point_run(study, grid[0]), "the study's first grid point")
-    plan = make_plan(first)
-    connect_ray(address)
-    parallel_trials = concurrency(trial_demand(first), cluster_totals(), study.config.trials.max_concurrent_trials,
-                                  log)
-    dataset = prepare_data(first, plan)
-    check_corpus(grid, dataset.manifest.splits["train"].sequences * study.config.seq_len, log)
-    manifest_key = dataset.manifest.key
-    keys = {p.label: point_key(study, p, manifest_key) for p in grid}
-    study_key = hashlib.sha256(json.dumps(sorted(keys.values())).encode()).hexdigest()[:12]
-    directory = Path(study.config.output_dir).resolve() / f"{study.config.name}-{study_key}"
-    directory.mkdir(parents=True, exist_ok=True)
-    writer = start_writer()
-    try:
-        parent = _parent(writer, study, study_key, directory)
-        context = {"base": study.base, "writer": writer, "parent_run_id": parent.run_id,
-                   "storage_root": str(directory / "points"), "kind": "study-point",
-                   "dataset_dir": dataset.location}
-        results = _train(grid, keys, context, writer, parent, parallel_trials, directory, study, log)
+    with DriverSession.open(first, study.config.trials.max_concurrent_trials, address, log) as session:
+        driver = _driver(study, session, grid, log)
+        results = driver.train(grid)
         fit = fit_results(study, usable_points(results, log))
         recommended = fit["recommended"]
         _log_recommendation(recommended, log)
-        verify = _verify(study, recommended, manifest_key, context, writer, parent, parallel_trials, directory, log)
-        outcome = StudyOutcome(directory, results, fit, recommended, verify, headline_metrics(fit, recommended, verify),
-                               parent.run_id, parent.experiment_id, parent.uri, time.time() - started)
-        log_parent(outcome, parent, study)
+        verify = driver.train(verification_points(study, recommended, log), "study-verify")
+        outcome = StudyOutcome(driver.directory, results, fit, recommended, verify,
+                               headline_metrics(fit, recommended, verify), driver.parent.run_id,
+                               driver.parent.experiment_id, driver.parent.uri, time.time() - started)
+        log_parent(outcome, driver.parent, study)
         return outcome
-    finally:
-        stop_writer(writer)
+
+
+def _driver(study: Study, session: DriverSession, grid: list[StudyPoint], log) -> StudyDriver:
+    """Check the corpus, find the study's directory and parent run by the grid's hash, bind the trials' context."""
+    manifest = session.dataset.manifest
+    check_corpus(grid, manifest.splits["train"].sequences * study.config.seq_len, log)
+    keys = sorted(point_key(study, p, manifest.key) for p in grid)
+    study_key = hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:12]
+    directory = Path(study.config.output_dir).resolve() / f"{study.config.name}-{study_key}"
+    directory.mkdir(parents=True, exist_ok=True)
+    parent = _parent(session, study, study_key, directory)
+    context = session.trial_context(study.base, parent.run_id, str(directory / "points"), "study-point")
+    return StudyDriver(study, session, parent, context, manifest.key, directory, log)
 
 
 def _log_recommendation(recommended: list[dict], log) -> None:
@@ -73,14 +104,6 @@ def _log_recommendation(recommended: list[dict], log) -> None:
     log("fits done; recommended: " + "; ".join(
         f"{r['approach']} at C={r['budget']:.3g}: N*={r['n_opt']:,.0f}, D*={r['d_opt']:,.0f}, loss {num(r['loss'])} "
         f"{interval(r.get('loss_interval'))}" for r in recommended))
-
-
-def _verify(study, recommended, manifest_key, context, writer, parent, parallel_trials, directory, log):
-    points = verification_points(study, recommended, log)
-    if not points:
-        return []
-    return train_points(points, study, manifest_key, {**context, "kind": "study-verify"}, writer, parent,
-                        parallel_trials, directory, log)
 
 
 def check_corpus(grid: list[StudyPoint], train_tokens: int, log) -> None:
@@ -96,13 +119,13 @@ def check_corpus(grid: list[StudyPoint], train_tokens: int, log) -> None:
             f"{epochs:.2f} epochs of the corpus's {train_tokens:,} training tokens")
 
 
-def _parent(writer: str, study: Study, study_key: str, directory: Path):
+def _parent(session: DriverSession, study: Study, study_key: str, directory: Path):
     from raylm.tracking.writer import RemoteRun
 
-    tracking = RunConfig.from_dict(study.base).tracking
+    tracking = session.base.tracking
     if not tracking.enabled:
         return RemoteRun.disabled()
-    parent = RemoteRun.start(writer, tracking, f"{study.config.name}-{study_key}", tags={"raylm.kind": "study"},
+    parent = RemoteRun.start(session.writer, tracking, f"{study.config.name}-{study_key}", tags={"raylm.kind": "study"},
                              reuse_tag=("raylm.study_key", study_key))
     parent.log_params({f"study.{k}": v for k, v in flatten(study.config.model_dump(mode="json")).items()
                        if k != "base"})
@@ -118,21 +141,6 @@ def point_payload(point: StudyPoint, key: str) -> dict:
                      point.kind, "raylm.budget": f"{g.budget:.6g}", "raylm.params": g.params,
                      "raylm.tokens": g.tokens, "raylm.tokens_per_param": f"{g.tokens / g.params:.4g}",
                      "raylm.flops": f"{g.flops:.6g}"}}
-
-
-def _train(points, keys, context, writer, parent, parallel_trials, directory, study, log) -> list[PointResult]:
-    from raylm.tune.batch import run_fixed_trials
-
-    tracking = RunConfig.from_dict(study.base).tracking
-    done = {p.label: _finished(writer, parent, tracking.experiment, keys[p.label]) for p in points}
-    pending = [p for p in points if done[p.label] is None]
-    log(f"study: {len(points)} runs, {len(points) - len(pending)} already finished (reused), "
-        f"{len(pending)} to train, {parallel_trials} at a time")
-    if pending:
-        run_fixed_trials([point_payload(p, keys[p.label]) for p in pending], context, parallel_trials,
-                         directory / "tune", pending[0].kind, study.config.trials.max_failures)
-    return [collect(writer, parent, tracking.experiment, p, keys[p.label], reused=done[p.label] is not None)
-            for p in points]
 
 
 def _finished(writer, parent, experiment: str, key: str):
@@ -158,11 +166,4 @@ def collect(writer, parent, experiment: str, point: StudyPoint, key: str, reused
     return PointResult(point, key, status if final is not None else "FAILED", run.run_id, final, curve, reused)
 
 
-def train_points(points: list[StudyPoint], study: Study, manifest_key: str, context, writer, parent,
-                 parallel_trials: int, directory: Path, log) -> list[PointResult]:
-    """Train (or reuse) extra points such as verification runs."""
-    keys = {p.label: point_key(study, p, manifest_key) for p in points}
-    return _train(points, keys, context, writer, parent, parallel_trials, directory, study, log)
-
-
-__all__ = ["PointResult", "StudyOutcome", "check_corpus", "run_study", "train_points"]
+__all__ = ["PointResult", "StudyDriver", "StudyOutcome", "check_corpus", "run_study"]

@@ -144,18 +144,28 @@ class UiServer:
         self.stop()
 
 
+@dataclass(frozen=True)
+class ServerProcess:
+    """How the server process runs: ``env`` added to its environment (S3 credentials and endpoint, auth
+    settings), output to ``log_path`` (else this process's stdout and stderr), ``timeout`` to come up,
+    ``extra_args`` appended to ``mlflow server``."""
+
+    env: dict[str, str] | None = None
+    log_path: str | Path | None = None
+    timeout: float = START_TIMEOUT_S
+    extra_args: tuple[str, ...] = ()
+
+
 def start_ui(backend_uri: str, port: int | None = None, host: str = "127.0.0.1", artifacts: str | None = None,
-             app_name: str | None = None, workers: int = 1, env: dict[str, str] | None = None,
-             log_path: str | Path | None = None, timeout: float = START_TIMEOUT_S,
-             extra_args: tuple[str, ...] = ()) -> UiServer:
+             app_name: str | None = None, workers: int = 1, process: ServerProcess = ServerProcess()) -> UiServer:
     """Start ``mlflow server`` on ``backend_uri`` and return once ``/health`` answers.
 
     ``port`` None picks a free one. ``artifacts`` is the ``--artifacts-destination`` (default: the
-    SQLite store's ``mlartifacts/``, else MLflow's ``./mlartifacts``). ``env`` is added to the
-    server's environment (S3 credentials and endpoint, auth settings). Output goes to ``log_path``
-    if given, else to this process's stdout and stderr. Raises :class:`UserError` when the host
-    would be exposed without authentication, the port is taken or the server does not come up.
+    SQLite store's ``mlartifacts/``, else MLflow's ``./mlartifacts``). ``process``: :class:`ServerProcess`.
+    Raises :class:`UserError` when the host would be exposed without authentication, the port is taken
+    or the server does not come up.
     """
+    env, log_path, timeout, extra_args = process.env, process.log_path, process.timeout, process.extra_args
     check_exposure(host, app_name)
     bind_host = "127.0.0.1" if host == "localhost" else host
     if port is None:
@@ -165,12 +175,12 @@ def start_ui(backend_uri: str, port: int | None = None, host: str = "127.0.0.1",
     command = server_command(backend_uri, host, port, artifacts, app_name, workers, extra_args)
     log = open(log_path, "w") if log_path else None  # noqa: SIM115 - the server writes to it while it runs
     try:
-        process = subprocess.Popen(command, env=server_env(env), stdout=log, stderr=subprocess.STDOUT if log else None,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        child = subprocess.Popen(command, env=server_env(env), stdout=log, stderr=subprocess.STDOUT if log else None,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
     finally:
         if log:
             log.close()  # the child holds its own descriptor
-    server = UiServer(url_of(host, port), backend_uri, process, Path(log_path) if log_path else None, command)
+    server = UiServer(url_of(host, port), backend_uri, child, Path(log_path) if log_path else None, command)
     try:
         _wait_healthy(server, timeout)
     except BaseException:  # not up, or Ctrl-C while waiting: leave no server behind

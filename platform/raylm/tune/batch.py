@@ -3,30 +3,28 @@ verification runs. Each trial is one run of :func:`raylm.tune.trial.run_trial`."
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
-from raylm.tune.sweep import STATE_SAVE_SECONDS, TRIAL_DRIVER_MEMORY
+from raylm.tune.context import TrialContext
+from raylm.tune.session import trainable
 
 
-def run_fixed_trials(points: list[dict], context: dict, parallel_trials: int, storage: Path, name: str,
+def run_fixed_trials(points: list[dict], context: TrialContext, parallel_trials: int, storage: Path, name: str,
                      max_failures: int = 1):
     """Run every entry of ``points`` (``{"overrides": ..., "tags": ...}``) to the end; a failed trial is
     re-run up to ``max_failures`` times. Returns Tune's ResultGrid (errors are in it, not raised)."""
     import ray.tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from raylm.tune.trial import POINT_KEY, run_trial
+    from raylm.tune.trial import POINT_KEY
 
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(STATE_SAVE_SECONDS))
-    trainable = ray.tune.with_resources(ray.tune.with_parameters(run_trial, context=context),
-                                        {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY})
     tuner = ray.tune.Tuner(
-        trainable,
+        trainable(context),
         param_space={POINT_KEY: ray.tune.grid_search(points)},
         tune_config=ray.tune.TuneConfig(search_alg=BasicVariantGenerator(max_concurrent=parallel_trials)),
-        run_config=ray.tune.RunConfig(name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(storage),
-                                      verbose=1, failure_config=ray.tune.FailureConfig(max_failures=max_failures)),
+        run_config=ray.tune.RunConfig(name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                      storage_path=str(storage), verbose=1,
+                                      failure_config=ray.tune.FailureConfig(max_failures=max_failures)),
     )
     return tuner.fit()

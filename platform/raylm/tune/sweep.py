@@ -9,7 +9,6 @@ sweep and its parent run), ``tune/`` (Tune's experiment state, for ``--resume``)
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from dataclasses import dataclass
@@ -18,14 +17,14 @@ from pathlib import Path
 from raylm.config import RunConfig, flatten
 from raylm.config_load import to_yaml
 from raylm.errors import UserError
+from raylm.tune.context import TrialContext
 from raylm.tune.report import TrialRow, format_table, plot_best_curves, plot_metric_vs_lr, ranked, write_csv
+from raylm.tune.session import DriverSession, trainable
 from raylm.tune.sweep_config import Sweep, SweepConfig, check_local_directory
 from raylm.tune.trial import TRIAL_TAG, trial_key, trial_run_config
 
 STATE_FILE = "sweep.json"
 TUNE_DIR = "tune"
-STATE_SAVE_SECONDS = 2
-TRIAL_DRIVER_MEMORY = 256 * 1024 * 1024  # a trial's own process reserves memory, not a CPU slot
 
 
 @dataclass
@@ -40,63 +39,18 @@ class SweepOutcome:
     table: str
 
 
-def trial_demand(cfg: RunConfig) -> dict[str, float]:
-    """CPUs and GPUs one trial's training workers reserve (the trial's own process takes none)."""
-    par = cfg.parallel
-    return {"CPU": par.num_workers * par.cpus_per_worker, "GPU": float(par.num_workers if par.use_gpu else 0)}
-
-
-def concurrency(demand: dict[str, float], totals: dict[str, float], asked: int | None, log=None) -> int:
-    """How many trials run at once: ``asked``, else as many as the cluster fits now.
-
-    When not even one trial fits, that is an error unless ``asked`` is set: a user who names the
-    concurrency on an autoscaling cluster (which may start with no GPU node) waits for the
-    autoscaler to add nodes, and ``log`` says so."""
-    fits, short = [], []
-    for resource in ("CPU", "GPU"):
-        if demand[resource] > 0:
-            if demand[resource] > totals[resource] + 1e-9:
-                short.append(f"one trial needs {demand[resource]:g} {resource}s (parallel.num_workers x "
-                             f"{'parallel.cpus_per_worker' if resource == 'CPU' else '1 GPU each'}) but the cluster "
-                             f"has {totals[resource]:g}")
-            fits.append(int(math.floor(totals[resource] / demand[resource] + 1e-9)))
-    if short and asked:
-        if log is not None:
-            log(f"note: {'; '.join(short)} now: the trials wait until the autoscaler adds nodes")
-        return asked
-    if short:
-        resource_hint = " or parallel.cpus_per_worker" if "CPUs" in short[0] and "GPUs" not in short[0] else ""
-        raise UserError(f"{'; '.join(short)}; lower parallel.num_workers{resource_hint}, add nodes, or on an "
-                        "autoscaling cluster set trials.max_concurrent_trials to wait for nodes")
-    return asked or max(1, min(fits) if fits else 1)
-
-
 def run_sweep(sweep: Sweep | None, address: str | None = None, resume_dir: str | None = None,
               log=print) -> SweepOutcome:
     """Run ``sweep`` in a new directory, or continue the one in ``resume_dir`` (its own ``sweep.json``)."""
-    from raylm.parallel.plan import make_plan
-    from raylm.ray_session import cluster_totals, connect_ray
-    from raylm.tracking.writer import start_writer, stop_writer
-    from raylm.train.run import prepare_data
-
     directory, sweep, state = _directory(sweep, resume_dir)
-    base = sweep.base_config
-    plan = make_plan(base)  # an impossible parallel plan fails here, before Ray starts
-    connect_ray(address)
-    demand = trial_demand(base)
-    parallel_trials = concurrency(demand, cluster_totals(), sweep.config.trials.max_concurrent_trials, log)
-    dataset = prepare_data(base, plan)  # once, before the trials: they all reuse the shards
-    writer = start_writer()
-    try:
-        parent = _parent_run(writer, sweep, directory, state, log)
-        log(f"sweep {directory.name}: {len(sweep.specs)} keys searched, {parallel_trials} trial(s) at a time "
-            f"({demand['CPU']:g} CPUs each), results in {directory}")
-        grid = _fit(sweep, directory, writer, parent, parallel_trials, dataset.location,
-                    resume=resume_dir is not None)
-        rows = ranked(_rows(grid, sweep, writer, parent), sweep.config.mode)
+    with DriverSession.open(sweep.base_config, sweep.config.trials.max_concurrent_trials, address, log) as session:
+        parent = _parent_run(session.writer, sweep, directory, state, log)
+        log(f"sweep {directory.name}: {len(sweep.specs)} keys searched, {session.parallel_trials} trial(s) at a "
+            f"time ({session.demand['CPU']:g} CPUs each), results in {directory}")
+        context = session.trial_context(sweep.base, parent.run_id, str(directory / "trials"), "trial")
+        grid = _fit(sweep, directory, context, parent, session.parallel_trials, resume=resume_dir is not None)
+        rows = ranked(_rows(grid, sweep, session.writer, parent), sweep.config.mode)
         return _finish(sweep, directory, rows, parent)
-    finally:
-        stop_writer(writer)
 
 
 def _directory(sweep: Sweep | None, resume_dir: str | None) -> tuple[Path, Sweep, dict]:
@@ -141,34 +95,24 @@ def _parent_run(writer: str, sweep: Sweep, directory: Path, state: dict, log):
     return parent
 
 
-def _fit(sweep: Sweep, directory: Path, writer: str, parent, parallel_trials: int, dataset_dir: str, resume: bool):
-    import os
-
+def _fit(sweep: Sweep, directory: Path, context: TrialContext, parent, parallel_trials: int, resume: bool):
     import ray.tune
-
-    # Tune saves its experiment state at most every 10 s by default; a driver killed in between would
-    # forget trials that had finished. Saving is cheap next to a trial.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(STATE_SAVE_SECONDS))
 
     from raylm.tune.callbacks import TrialRunStatus
     from raylm.tune.space import tune_space
-    from raylm.tune.trial import run_trial
 
     base = sweep.base_config
-    context = {"base": sweep.base, "writer": writer, "parent_run_id": parent.run_id,
-               "storage_root": str(directory / "trials"), "kind": "trial", "dataset_dir": dataset_dir}
-    trainable = ray.tune.with_resources(ray.tune.with_parameters(run_trial, context=context),
-                                        {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY})
+    function = trainable(context)
     tune_path = directory / TUNE_DIR
     if resume:
         if not ray.tune.Tuner.can_restore(str(tune_path / "sweep")):
             raise UserError(f"--resume {directory}: Tune has no saved state there yet; start the sweep again")
-        tuner = ray.tune.Tuner.restore(str(tune_path / "sweep"), trainable=trainable, resume_unfinished=True,
+        tuner = ray.tune.Tuner.restore(str(tune_path / "sweep"), trainable=function, resume_unfinished=True,
                                        resume_errored=True)
     else:
         cfg = sweep.config
         tuner = ray.tune.Tuner(
-            trainable,
+            function,
             param_space=tune_space(sweep.specs, cfg.search_alg.name),
             tune_config=ray.tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, num_samples=cfg.num_samples,
                                             scheduler=_scheduler(cfg, base),
@@ -178,8 +122,8 @@ def _fit(sweep: Sweep, directory: Path, writer: str, parent, parallel_trials: in
             run_config=ray.tune.RunConfig(
                 name="sweep", storage_path=str(tune_path), verbose=1,
                 failure_config=ray.tune.FailureConfig(max_failures=cfg.trials.max_failures),
-                callbacks=[TrialRunStatus(writer, parent.uri, base.tracking.experiment, parent.handle(), cfg.metric,
-                                          cfg.mode)],
+                callbacks=[TrialRunStatus(context.writer, parent.uri, base.tracking.experiment, parent.handle(),
+                                          cfg.metric, cfg.mode)],
             ),
         )
     return tuner.fit()

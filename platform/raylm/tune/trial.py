@@ -19,6 +19,7 @@ from typing import Any
 
 from raylm.config import RunConfig
 from raylm.config_load import apply_overrides
+from raylm.tune.context import TrialContext
 from raylm.tune.space import apply_sample, sampled_values
 
 POINT_KEY = "point"  # a trial config entry {"overrides": {...}, "tags": {...}, "name": str} (a study's grid point)
@@ -40,7 +41,7 @@ def trial_run_config(base: dict[str, Any], trial_config: dict[str, Any]) -> tupl
     return RunConfig.from_dict(run, "trial config"), given, dict(point.get("tags", {}))
 
 
-def _dataset(context: dict[str, Any], cfg: RunConfig, plan):
+def _dataset(context: TrialContext, cfg: RunConfig, plan):
     """The shards the driver prepared (a sweep or study varies nothing they depend on), without hashing the
     corpus again in every trial; a trial without them prepares its own."""
     from raylm import storage
@@ -48,15 +49,14 @@ def _dataset(context: dict[str, Any], cfg: RunConfig, plan):
     from raylm.data.prepare import PreparedDataset
     from raylm.train.run import prepare_data
 
-    if context.get("dataset_dir"):
-        directory = storage.location(context["dataset_dir"])  # a path, or a URI (raylm.storage)
+    if context.dataset_dir:
+        directory = storage.location(context.dataset_dir)  # a path, or a URI (raylm.storage)
         return PreparedDataset(directory, read_manifest(directory), reused=True)
     return prepare_data(cfg, plan)
 
 
-def run_trial(trial_config: dict[str, Any], context: dict[str, Any]) -> None:
-    """The Tune function. ``context``: ``base`` (run dict), ``writer`` (tracking writer name),
-    ``parent_run_id``, ``storage_root`` (absolute), ``kind`` (tag ``raylm.kind`` of the trial's run)."""
+def run_trial(trial_config: dict[str, Any], context: TrialContext) -> None:
+    """The Tune function: one training run with the trial's sampled values, tracked under the driver's parent."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -66,19 +66,19 @@ def run_trial(trial_config: dict[str, Any], context: dict[str, Any]) -> None:
 
     tune_context = ray.tune.get_context()
     trial_id, trial_name = tune_context.get_trial_id(), tune_context.get_trial_name()
-    cfg, given, tags = trial_run_config(context["base"], trial_config)
+    cfg, given, tags = trial_run_config(context.base, trial_config)
     cfg = cfg.model_copy(update={"name": trial_name})
     plan = make_plan(cfg)
     dataset = _dataset(context, cfg, plan)
     run_name = tags.pop("run_name", trial_name)
     # a study point is known by the hash of its config: a retried or re-run point reuses its run and checkpoints
     key = tags.get(POINT_TAG)
-    reuse = (POINT_TAG, key) if key else (TRIAL_TAG, trial_key(context["parent_run_id"], trial_id))
+    reuse = (POINT_TAG, key) if key else (TRIAL_TAG, trial_key(context.parent_run_id, trial_id))
     tracker = RemoteRun.start(
-        context["writer"], cfg.tracking, run_name, parent_run_id=context["parent_run_id"],
-        tags={"raylm.kind": context["kind"], "raylm.trial_id": trial_id, **{k: str(v) for k, v in tags.items()}},
+        context.writer, cfg.tracking, run_name, parent_run_id=context.parent_run_id,
+        tags={"raylm.kind": context.kind, "raylm.trial_id": trial_id, **{k: str(v) for k, v in tags.items()}},
         reuse_tag=reuse,
     ) if cfg.tracking.enabled else RemoteRun.disabled()
     tracker.log_params({"trial.values": json.dumps(given, sort_keys=True)})
     execute_run(cfg, plan, dataset, tracker, f"point-{key}" if key else f"trial-{trial_id}",
-                Path(context["storage_root"]), callbacks=(TuneReportCallback(),))
+                Path(context.storage_root), callbacks=(TuneReportCallback(),))
