@@ -23,8 +23,8 @@ def main(argv: list[str]) -> int:
     from raylm.config_load import parse_override_args
     from raylm.study.config import load_study
     from raylm.study.grid import build_grid, format_grid
-    from raylm.study.report import outcome_summary
     from raylm.study.run import run_study
+    from raylm.study.summary import outcome_summary
 
     started = time.time()
     path = STUDY

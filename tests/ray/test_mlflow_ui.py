@@ -96,7 +96,7 @@ def test_the_experiment_shows_the_study_parent_with_its_nested_runs(tiny_study, 
 
 
 def test_the_printed_link_lists_the_study_s_nested_runs(tiny_study, ui, browser_page):
-    from raylm.study.report import outcome_summary
+    from raylm.study.summary import outcome_summary
 
     _, _, outcome = tiny_study
     summary = outcome_summary(outcome)

@@ -8,10 +8,10 @@ from raylm.errors import UserError
 from raylm.json_safe import json_safe
 from raylm.scaling.approach2 import fit_approach2
 from raylm.scaling.approach3 import fit_approach3, start_grid
+from raylm.scaling.fit_all import fit_scaling_laws
 from raylm.scaling.laws import BESIROGLU_2024
 from raylm.scaling.pointfit import FitOptions
 from raylm.scaling.predict import parse_budgets, predict
-from raylm.scaling.report import fit_scaling_laws
 from raylm.scaling.synthetic import synthetic_isoflop
 
 BUDGETS = (1e18, 1e19, 1e20, 1e21, 1e22)
@@ -48,7 +48,7 @@ def test_parse_budgets_accepts_lists_and_commas():
 
 
 def test_report_combines_everything_and_is_json_safe(data):
-    report = fit_scaling_laws(data, budgets=["1e23"], fit=FitOptions(starts="coarse"))
+    report = fit_scaling_laws(data, targets=["1e23"], fit=FitOptions(starts="coarse"))
     out = report.as_dict()
     assert out["n_points"] == len(data)
     assert {"E", "A", "B", "alpha", "beta", "objective", "a", "b"} <= set(out["approach3"])

@@ -71,6 +71,13 @@ def test_impossible_grids_exit_2_before_training(tmp_path, changes, message):
     assert not (tmp_path / "studies").exists()
 
 
+def test_fit_simulations_and_its_earlier_name(tmp_path):
+    assert load_study(write_study(tmp_path, fit={"simulations": 30})).config.fit.simulations == 30
+    assert load_study(write_study(tmp_path, fit={"bootstrap": 40})).config.fit.simulations == 40
+    with pytest.raises(UserError, match="give fit.simulations only"):
+        load_study(write_study(tmp_path, fit={"bootstrap": 40, "simulations": 30}))
+
+
 def test_a_corpus_too_small_for_the_largest_point_is_refused(tmp_path):
     grid = build_grid(load_study(write_study(tmp_path)))
     largest = max(p.grid.tokens for p in grid)
@@ -88,7 +95,7 @@ def test_the_demo_study_file_is_valid(repo_root):
 
 
 def test_missing_fits_print_as_not_available():
-    from raylm.study.report import interval, num
+    from raylm.study.summary import interval, num
 
     assert num(None) == "n/a" and num(float("nan")) == "n/a" and num(3.14159) == "3.1416"
     assert interval([None, 2.0]) == "[n/a, 2.0000]" and interval(None) == "[n/a]"

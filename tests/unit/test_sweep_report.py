@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 
 from raylm.tracking.links import run_link, runs_link
-from raylm.tune.report import TrialRow, format_table, plot_best_curves, plot_metric_vs_lr, ranked, write_csv
+from raylm.tune.results import TrialRow, format_table, plot_best_curves, plot_metric_vs_lr, ranked, write_csv
 
 ROWS = [
     TrialRow("a_00000", {"optim.name": "adamw", "train.lr": 1e-3}, 4.1, 4.0, 100, "FINISHED", "r0",

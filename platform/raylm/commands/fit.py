@@ -73,9 +73,9 @@ def _fit(args: argparse.Namespace) -> int:
 
     if args.backtest:
         return _backtest(args)
+    from raylm.scaling.fit_all import fit_scaling_laws
     from raylm.scaling.pointfit import FitOptions
     from raylm.scaling.recommend import IntervalOptions
-    from raylm.scaling.report import fit_scaling_laws
 
     data = read_csv(args.csv, args.experiment)
     groups = args.isoflop_budgets
@@ -85,7 +85,7 @@ def _fit(args: argparse.Namespace) -> int:
                      isoflop_tolerance=args.isoflop_tolerance)
     intervals = IntervalOptions(level=0.95 if args.level is None else args.level, simulations=args.simulations,
                                 seed=args.seed, noise=args.noise)
-    report = fit_scaling_laws(data, budgets=args.budget, fit=fit, intervals=intervals, bootstrap=args.bootstrap,
+    report = fit_scaling_laws(data, targets=args.budget, fit=fit, intervals=intervals, bootstrap=args.bootstrap,
                               exclude_highest=args.exclude_highest)
     result = report.as_dict()
     if args.out:
@@ -94,7 +94,7 @@ def _fit(args: argparse.Namespace) -> int:
         out = Path(args.out)
         targets = [p.budget for p in report.predictions if p.approach == 3]
         paths = write_plots(out, report.data, approach2=report.approach2, approach3=report.approach3,
-                            budgets=targets)
+                            targets=targets)
         result["plots"] = [str(p) for p in paths]
         (out / "fit.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -36,8 +36,8 @@ def _study(args: argparse.Namespace) -> int:
     study = load_study(path, parse_override_args(args.overrides))
     if args.action == "plan":
         return _plan(study, args.address)
-    from raylm.study.report import outcome_summary
     from raylm.study.run import run_study
+    from raylm.study.summary import outcome_summary
 
     print(outcome_summary(run_study(study, address=args.address)))
     return 0

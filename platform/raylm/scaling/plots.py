@@ -64,12 +64,12 @@ def plot_isoflops(data: ScalingData, path, approach2: Approach2Fit | None = None
 
 
 def plot_optimal_allocation(
-    path, *, approach2: Approach2Fit | None = None, approach3: Approach3Fit | None = None, budgets=()
+    path, *, approach2: Approach2Fit | None = None, approach3: Approach3Fit | None = None, targets=()
 ) -> Path:
-    """N*(C) and D*(C) from both approaches, extrapolated to ``budgets``, with interval bands."""
+    """N*(C) and D*(C) from both approaches, extrapolated to ``targets``, with interval bands."""
     fig, (ax_n, ax_d) = new_figure(11, 4.5, ncols=2)
     c_data = np.array([s.budget for s in approach2.slices]) if approach2 else np.array([])
-    c_all = np.concatenate([c_data, np.asarray(list(budgets), dtype=float)])
+    c_all = np.concatenate([c_data, np.asarray(list(targets), dtype=float)])
     if c_all.size == 0:
         c_all = np.array([1e18, 1e22])
     c = np.geomspace(c_all.min() / 2, c_all.max() * 2, 200)
@@ -86,7 +86,7 @@ def plot_optimal_allocation(
     ax_n.plot(c, np.sqrt(c / (6 * 20)), color="grey", ls="-.", lw=1, label="20 tokens per parameter")
     ax_d.plot(c, 20 * np.sqrt(c / (6 * 20)), color="grey", ls="-.", lw=1, label="20 tokens per parameter")
     for ax, name in ((ax_n, "N* (parameters)"), (ax_d, "D* (tokens)")):
-        for target in budgets:
+        for target in targets:
             ax.axvline(target, color="grey", ls=":", lw=1)
         ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel=name)
         ax.legend(fontsize=8)
@@ -117,10 +117,10 @@ def _exponent_label(law: ChinchillaLaw, key: str) -> str:
     return f"a={law.a:.3f}" if key == "n_opt" else f"b={law.b:.3f}"
 
 
-def plot_loss_contours(data: ScalingData, law: ChinchillaLaw, path, budgets=()) -> Path:
+def plot_loss_contours(data: ScalingData, law: ChinchillaLaw, path, targets=()) -> Path:
     """Contours of L(N, D) over the runs' range, the runs coloured by loss, and the efficient frontier."""
     fig, ax = new_figure(7, 5.5)
-    c_all = np.concatenate([data.flops, np.asarray(list(budgets), dtype=float)])
+    c_all = np.concatenate([data.flops, np.asarray(list(targets), dtype=float)])
     n_range = np.concatenate([data.params, law.optimal_params(c_all)])
     d_range = np.concatenate([data.tokens, law.optimal_tokens(c_all)])
     n = np.geomspace(n_range.min() / 2, n_range.max() * 2, 200)
@@ -134,7 +134,7 @@ def plot_loss_contours(data: ScalingData, law: ChinchillaLaw, path, budgets=()) 
                label="runs, filled with measured loss (blend in where the fit is good)")
     c = np.geomspace(c_all.min() / 2, c_all.max() * 2, 100)
     ax.plot(law.optimal_params(c), law.optimal_tokens(c), color="red", label="efficient frontier N*(C), D*(C)")
-    for budget in budgets:
+    for budget in targets:
         ax.scatter([law.optimal_params(budget)], [law.optimal_tokens(budget)], color="red", marker="*", s=150,
                    edgecolor="k", zorder=3)
     ax.set(xscale="log", yscale="log", xlim=(n[0], n[-1]), ylim=(d[0], d[-1]), xlabel="parameters N",
@@ -145,15 +145,15 @@ def plot_loss_contours(data: ScalingData, law: ChinchillaLaw, path, budgets=()) 
 
 def write_plots(
     out_dir, data: ScalingData, *, approach2: Approach2Fit | None = None, approach3: Approach3Fit | None = None,
-    budgets=(),
+    targets=(),
 ) -> list[Path]:
     """All plots the fits allow, as PNG files in ``out_dir``; returns their paths."""
     out = Path(out_dir)
     paths = [plot_isoflops(data, out / "isoflops.png", approach2)]
     if approach2 is not None or approach3 is not None:
         paths.append(plot_optimal_allocation(out / "optimal_allocation.png", approach2=approach2,
-                                             approach3=approach3, budgets=budgets))
+                                             approach3=approach3, targets=targets))
     if approach3 is not None:
-        paths.append(plot_loss_contours(data, approach3.law, out / "loss_contours.png", budgets))
+        paths.append(plot_loss_contours(data, approach3.law, out / "loss_contours.png", targets))
     return paths
 

@@ -40,7 +40,7 @@ def fit_results(study: Study, ok: list[PointResult]) -> dict:
     cfg = study.config.fit
     result = recommend(scaling_data(ok), study.config.targets, curves=curves,
                        fit=FitOptions(isoflop_budgets=study.config.budgets),
-                       intervals=IntervalOptions(level=cfg.level, simulations=cfg.bootstrap, seed=cfg.seed))
+                       intervals=IntervalOptions(level=cfg.level, simulations=cfg.simulations, seed=cfg.seed))
     if not result.recommended:
         raise UserError(f"no predictor could be fitted to the grid: {result.unavailable}")
     out = result.as_dict()

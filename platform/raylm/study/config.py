@@ -55,8 +55,18 @@ class VerifyConfig(Section):
 
 class FitConfig(Section):
     level: float = Field(0.9, gt=0, lt=1, description="Interval level of the predictions.")
-    bootstrap: int = Field(200, ge=0, description="Bootstrap refits for the intervals.")
+    simulations: int = Field(200, ge=0, description="Simulated studies behind every predictor's interval.")
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_name(cls, data: Any) -> Any:
+        """``bootstrap``, the key's earlier name, still reads as ``simulations``."""
+        if isinstance(data, dict) and "bootstrap" in data:
+            if "simulations" in data:
+                raise ValueError("give fit.simulations only (fit.bootstrap is its earlier name)")
+            data = {("simulations" if k == "bootstrap" else k): v for k, v in data.items()}
+        return data
 
 
 class StudyConfig(Section):

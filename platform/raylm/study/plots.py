@@ -16,7 +16,7 @@ def write_study_plots(out_dir: Path, outcome, study) -> list[Path]:
     ok = [r for r in outcome.results if r.loss is not None]
     point = getattr(outcome.fit.get("_result"), "point", None)
     paths = write_plots(out_dir, scaling_data(ok), approach2=getattr(point, "approach2", None),
-                        approach3=getattr(point, "approach3", None), budgets=study.config.targets)
+                        approach3=getattr(point, "approach3", None), targets=study.config.targets)
     paths.append(plot_frontier(out_dir / "frontier.png", outcome, getattr(point, "frontier", None)))
     paths.append(plot_envelope(out_dir / "approach1_envelope.png", ok))
     return paths

@@ -99,7 +99,7 @@ def _driver(study: Study, session: DriverSession, grid: list[StudyPoint], log) -
 
 
 def _log_recommendation(recommended: list[dict], log) -> None:
-    from raylm.study.report import interval, num
+    from raylm.study.summary import interval, num
 
     log("fits done; recommended: " + "; ".join(
         f"{r['approach']} at C={r['budget']:.3g}: N*={r['n_opt']:,.0f}, D*={r['d_opt']:,.0f}, loss {num(r['loss'])} "

@@ -18,7 +18,7 @@ from raylm.config import RunConfig, flatten
 from raylm.config_load import to_yaml
 from raylm.errors import UserError
 from raylm.tune.context import TrialContext
-from raylm.tune.report import TrialRow, format_table, plot_best_curves, plot_metric_vs_lr, ranked, write_csv
+from raylm.tune.results import TrialRow, format_table, plot_best_curves, plot_metric_vs_lr, ranked, write_csv
 from raylm.tune.session import DriverSession, trainable
 from raylm.tune.sweep_config import Sweep, SweepConfig, check_local_directory
 from raylm.tune.trial import TRIAL_TAG, trial_key, trial_run_config

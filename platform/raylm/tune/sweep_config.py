@@ -19,6 +19,7 @@ Everything is checked when the file is loaded, before Ray starts.
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -74,8 +75,9 @@ class Sweep:
     def __init__(self, config: SweepConfig, base: dict[str, Any], specs: dict[str, dict], source: str):
         self.config, self.base, self.specs, self.source = config, base, specs, source
 
-    @property
+    @cached_property
     def base_config(self) -> RunConfig:
+        """The base run, validated once (the sweep's rows and trials all read this one)."""
         return RunConfig.from_dict(self.base)
 
     def to_dict(self) -> dict[str, Any]:

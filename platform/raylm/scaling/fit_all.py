@@ -44,19 +44,19 @@ class FitReport:
         return json_safe(out)
 
 
-def fit_scaling_laws(data: ScalingData, *, budgets=(), fit: FitOptions = FitOptions(starts="full"),
+def fit_scaling_laws(data: ScalingData, *, targets=(), fit: FitOptions = FitOptions(starts="full"),
                      intervals: IntervalOptions = IntervalOptions(level=0.95), bootstrap: int = 0,
                      exclude_highest: int = 0) -> FitReport:
-    """Fit both approaches to ``data`` and predict for ``budgets`` (FLOPs; numbers or '1e21,3e21' strings).
+    """Fit both approaches to ``data`` and predict at ``targets`` (FLOPs; numbers or '1e21,3e21' strings).
 
     Approach 3 is the published procedure (the ``fit.starts`` grid, Huber ``fit.delta``), Approach 2
     groups runs into budgets by ``fit.isoflop_budgets``/``fit.isoflop_tolerance``
     (:func:`raylm.scaling.approach2.group_budgets`); both with ``bootstrap`` resamples (seed and level
     from ``intervals``). ``exclude_highest`` drops that many highest-loss runs first (Besiroglu et al.
-    2024 drop 5). With ``budgets``, also :func:`raylm.scaling.recommend.recommend` with ``fit`` and
+    2024 drop 5). With ``targets``, also :func:`raylm.scaling.recommend.recommend` with ``fit`` and
     ``intervals``, reusing the Approach 3 fit.
     """
-    targets = parse_budgets(budgets)
+    targets = parse_budgets(targets)
     data = data.without_highest_losses(exclude_highest)
     level, seed = intervals.level, intervals.seed
     approach3 = fit_approach3(data, starts=fit.starts, delta=fit.delta, bootstrap=bootstrap, seed=seed, level=level)
