@@ -29,8 +29,9 @@ def usable_points(results: list[PointResult], log) -> list[PointResult]:
     return ok
 
 
-def fit_results(study: Study, ok: list[PointResult]) -> dict:
-    """Every predictor on the finished points (``raylm.scaling.recommend``), as a JSON-safe dict."""
+def fit_results(study: Study, ok: list[PointResult]):
+    """Every predictor on the finished points (``raylm.scaling.recommend``): (a JSON-safe dict, the
+    :class:`~raylm.scaling.recommend.Recommendation` itself, whose fits the plots draw)."""
     from raylm.scaling.curves import CurveData
     from raylm.scaling.recommend import IntervalOptions, recommend
 
@@ -50,8 +51,7 @@ def fit_results(study: Study, ok: list[PointResult]) -> dict:
         ladder = backtest_ladder(scaling_data(ok), FitOptions(isoflop_budgets=tuple(study.config.budgets)),
                                  name=study.config.name, level=cfg.level)
         out["ladder_backtest"] = json_safe(ladder.as_dict())
-    out["_result"] = result
-    return out
+    return out, result
 
 
 def verification_points(study: Study, recommended: list[dict], log) -> list[StudyPoint]:

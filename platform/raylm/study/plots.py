@@ -14,7 +14,7 @@ from raylm.study.results import scaling_data
 def write_study_plots(out_dir: Path, outcome, study) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     ok = [r for r in outcome.results if r.loss is not None]
-    point = getattr(outcome.fit.get("_result"), "point", None)
+    point = getattr(outcome.recommendation, "point", None)
     paths = write_plots(out_dir, scaling_data(ok), approach2=getattr(point, "approach2", None),
                         approach3=getattr(point, "approach3", None), targets=study.config.targets)
     paths.append(plot_frontier(out_dir / "frontier.png", outcome, getattr(point, "frontier", None)))

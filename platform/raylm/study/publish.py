@@ -13,7 +13,7 @@ def log_parent(outcome: StudyOutcome, parent, study: Study) -> None:
     """Write results.csv, fit.json and the plots into the study directory, log them and the metrics, finish."""
     directory = outcome.directory
     write_results_csv(outcome, directory / "results.csv")
-    fit_json = {k: v for k, v in outcome.fit.items() if not k.startswith("_")}
+    fit_json = dict(outcome.fit)
     fit_json["verification"] = {k: v for k, v in outcome.metrics.items() if k.startswith(("verify/", "predicted/"))}
     (directory / "fit.json").write_text(json.dumps(fit_json, indent=2, default=float) + "\n")
     plots = write_study_plots(directory / "plots", outcome, study)

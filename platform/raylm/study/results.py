@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from raylm.scaling.data import ScalingData
 from raylm.study.grid import StudyPoint
@@ -33,6 +34,7 @@ class StudyOutcome:
     experiment_id: str | None
     tracking_uri: str
     elapsed_s: float
+    recommendation: Any = field(default=None, repr=False)  # raylm.scaling.recommend.Recommendation: the fits
 
 
 def scaling_data(results: list[PointResult]) -> ScalingData:

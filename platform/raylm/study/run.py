@@ -74,13 +74,14 @@ def run_study(study: Study, address: str | None = None, log=print) -> StudyOutco
     with DriverSession.open(first, study.config.trials.max_concurrent_trials, address, log) as session:
         driver = _driver(study, session, grid, log)
         results = driver.train(grid)
-        fit = fit_results(study, usable_points(results, log))
+        fit, recommendation = fit_results(study, usable_points(results, log))
         recommended = fit["recommended"]
         _log_recommendation(recommended, log)
         verify = driver.train(verification_points(study, recommended, log), "study-verify")
         outcome = StudyOutcome(driver.directory, results, fit, recommended, verify,
                                headline_metrics(fit, recommended, verify), driver.parent.run_id,
-                               driver.parent.experiment_id, driver.parent.uri, time.time() - started)
+                               driver.parent.experiment_id, driver.parent.uri, time.time() - started,
+                               recommendation)
         log_parent(outcome, driver.parent, study)
         return outcome
 
