@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from raylm.config import RunConfig
-from raylm.config_errors import field_annotation, invalid, is_model_type, section_at
+from raylm.config_errors import field_annotation, invalid, is_model_type
 from raylm.errors import ConfigError
 
 # Scalar keys outside any section (``name``, ``output_dir``): overridable as ``--name VALUE``.
@@ -136,26 +136,14 @@ def validate(data: Mapping[str, Any], source: str = "<dict>", overridden: set[st
         raise invalid(exc, RunConfig, source, "config", overridden) from None
 
 
-def _section_at(loc: list[str]):
-    return section_at(RunConfig, loc)
-
-
-def _field_annotation(parts: list[str]) -> Any:
-    return field_annotation(RunConfig, parts)
-
-
 def _parse_value(parts: list[str], raw: str) -> Any:
-    annotation = _field_annotation(parts)
+    annotation = field_annotation(RunConfig, parts)
     if annotation in (str, typing.Optional[str]) and raw not in ("null", "~"):
         return raw
     try:
         return yaml.safe_load(raw) if raw != "" else raw
     except yaml.YAMLError:
         return raw
-
-
-def _is_model(annotation: Any) -> bool:
-    return is_model_type(annotation)
 
 
 def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:

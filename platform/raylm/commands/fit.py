@@ -107,17 +107,14 @@ def _backtest(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from raylm.json_safe import json_safe
-    from raylm.scaling.io import has_budget_labels, read_ladders
+    from raylm.scaling.io import has_budget_labels, read_csv, read_ladders
     from raylm.scaling.ladder_backtest import backtest_ladder, format_summary
     from raylm.scaling.pointfit import FitOptions
 
-    ladders = read_ladders(args.csv)
-    if args.experiment is not None:
-        from raylm.errors import UserError
-
-        if args.experiment not in ladders:
-            raise UserError(f"{args.csv}: no experiment {args.experiment!r}; it holds {', '.join(ladders)}")
-        ladders = {args.experiment: ladders[args.experiment]}
+    if args.experiment is None:
+        ladders = read_ladders(args.csv)
+    else:
+        ladders = {args.experiment: read_csv(args.csv, args.experiment)}
     labelled = has_budget_labels(args.csv)
     results = []
     for name, data in ladders.items():

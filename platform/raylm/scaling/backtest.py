@@ -19,7 +19,7 @@ from raylm.scaling.approach2 import MIN_RUNS_PER_BUDGET, group_budgets
 from raylm.scaling.curves import CurveData
 from raylm.scaling.data import MIN_POINTS, ScalingData
 from raylm.scaling.pointfit import FitOptions, PointFit, fit_point
-from raylm.scaling.predictors import APPROACHES
+from raylm.scaling.predictors import APPROACHES, parabola_minima
 
 
 @dataclass(frozen=True)
@@ -81,11 +81,7 @@ def held_out_best_rows(params: np.ndarray, losses: np.ndarray) -> tuple[np.ndarr
     lowest = losses.min(axis=1)
     if np.unique(x).size < MIN_RUNS_PER_BUDGET:
         return lowest, np.zeros(losses.shape[0], dtype=bool)
-    coef = losses @ np.linalg.pinv(np.stack([x * x, x, np.ones_like(x)], axis=1)).T  # (S, 3): c2, c1, c0
-    with np.errstate(all="ignore"):
-        x_opt = -coef[:, 1] / (2 * coef[:, 0])
-        vertex = coef[:, 2] - coef[:, 1] ** 2 / (4 * coef[:, 0])
-    interior = (coef[:, 0] > 0) & (x_opt >= x.min()) & (x_opt <= x.max())
+    vertex, _, interior = parabola_minima(x, losses)
     return np.where(interior, vertex, lowest), interior
 
 

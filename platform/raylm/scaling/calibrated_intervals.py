@@ -82,9 +82,13 @@ def calibrated_quantile(level: float, path: Path = CALIBRATION_FILE) -> float:
 
 def calibrated_interval(loss, ratio, spread, scale: float, level: float) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) per target; nan where u is 0 (one predictor and no backtest: nothing to calibrate on)."""
-    u = interval_scale(ratio, spread, scale)
+    return calibrated_bounds(loss, interval_scale(ratio, spread, scale), level)
+
+
+def calibrated_bounds(loss, u, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """``loss * exp(-+ q_level u)`` per target; nan where u is 0."""
     q = calibrated_quantile(level)
-    loss = np.asarray(loss, dtype=float)
+    loss, u = np.asarray(loss, dtype=float), np.asarray(u, dtype=float)
     with np.errstate(invalid="ignore"):
         low, high = loss * np.exp(-q * u), loss * np.exp(q * u)
     return np.where(u > 0, low, np.nan), np.where(u > 0, high, np.nan)

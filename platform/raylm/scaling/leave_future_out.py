@@ -23,6 +23,7 @@ import numpy as np
 from raylm.scaling.approach2 import MIN_RUNS_PER_BUDGET, group_budgets
 from raylm.scaling.data import MIN_POINTS, ScalingData
 from raylm.scaling.pointfit import FitOptions, PointFit, fit_point
+from raylm.scaling.predictors import parabola_minima
 
 
 @dataclass(frozen=True)
@@ -121,13 +122,11 @@ class Ladder:
 def budget_best(params: np.ndarray, loss: np.ndarray, budget: float) -> BudgetBest:
     """The parabola minimum when convex and interior (3+ sizes), else the lowest measured loss."""
     x, y = np.log(params), np.asarray(loss, dtype=float)
-    low = int(np.argmin(y))
     if np.unique(x).size >= MIN_RUNS_PER_BUDGET:
-        c2, c1, c0 = np.polyfit(x, y, 2)
-        if c2 > 0:
-            x_opt = -c1 / (2 * c2)
-            if x.min() <= x_opt <= x.max():
-                return BudgetBest(budget, float(c0 - c1 * c1 / (4 * c2)), float(np.exp(x_opt)), True, x.size)
+        vertex, x_opt, interior = parabola_minima(x, y[None, :])
+        if interior[0]:
+            return BudgetBest(budget, float(vertex[0]), float(np.exp(x_opt[0])), True, x.size)
+    low = int(np.argmin(y))
     return BudgetBest(budget, float(y[low]), float(params[low]), False, x.size)
 
 

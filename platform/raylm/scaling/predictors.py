@@ -129,20 +129,24 @@ def isoflop_rows(layout: Layout, losses: np.ndarray):
     section 3.2), solved for all rows at once; shapes (S, K).
     """
     s, kb = losses.shape[0], layout.budgets.size
-    ln_opt, l_opt, interior, best = (np.full((s, kb), np.nan) for _ in range(4))
+    ln_opt, l_opt, best = (np.full((s, kb), np.nan) for _ in range(3))
     interior = np.zeros((s, kb), dtype=bool)
     for k in range(kb):
         idx = np.flatnonzero(layout.labels == k)
-        x, y = layout.log_n[idx], losses[:, idx]
-        design = np.stack([x * x, x, np.ones_like(x)], axis=1)
-        coef = y @ np.linalg.pinv(design).T  # (S, 3): c2, c1, c0
-        with np.errstate(all="ignore"):
-            x_opt = -coef[:, 1] / (2 * coef[:, 0])
-            ln_opt[:, k] = x_opt
-            l_opt[:, k] = coef[:, 2] - coef[:, 1] ** 2 / (4 * coef[:, 0])
-        interior[:, k] = (coef[:, 0] > 0) & (x_opt >= x.min()) & (x_opt <= x.max())
-        best[:, k] = y.min(axis=1)
+        l_opt[:, k], ln_opt[:, k], interior[:, k] = parabola_minima(layout.log_n[idx], losses[:, idx])
+        best[:, k] = losses[:, idx].min(axis=1)
     return ln_opt, l_opt, interior, best
+
+
+def parabola_minima(x: np.ndarray, losses: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Least-squares parabola of each row of ``losses`` (S, m) in ``x`` (m,) (Hoffmann et al. 2022, section 3.2):
+    its minimum value (S,), the x there (S,), and whether it is convex with that x inside the data (S,)."""
+    design = np.stack([x * x, x, np.ones_like(x)], axis=1)
+    coef = losses @ np.linalg.pinv(design).T  # (S, 3): c2, c1, c0
+    with np.errstate(all="ignore"):
+        x_opt = -coef[:, 1] / (2 * coef[:, 0])
+        vertex = coef[:, 2] - coef[:, 1] ** 2 / (4 * coef[:, 0])
+    return vertex, x_opt, (coef[:, 0] > 0) & (x_opt >= x.min()) & (x_opt <= x.max())
 
 
 def isoflop_residuals(layout: Layout, loss: np.ndarray) -> tuple[np.ndarray, int]:

@@ -24,7 +24,7 @@ from raylm.errors import UserError
 from raylm.json_safe import json_safe
 from raylm.scaling.approach3 import Approach3Fit
 from raylm.scaling.backtest import Backtest, run_backtest
-from raylm.scaling.calibrated_intervals import calibrated_interval, calibrated_quantile, spread_of
+from raylm.scaling.calibrated_intervals import calibrated_bounds, interval_scale, spread_of
 from raylm.scaling.calibration import SimulatedIntervals, simulated_intervals
 from raylm.scaling.curves import CurveData
 from raylm.scaling.data import ScalingData
@@ -214,26 +214,19 @@ def _recommended(point: PointFit, choice: Choice, budgets: list[float], level: f
     sizes = {k: e.n_opt[0] for k, e in point.estimates.items()}
     loss, n_opt = choice.combine(losses), choice.combine(sizes)
     ratio = np.asarray(budgets) / float(np.max(point.layout.budgets if point.layout.budgets.size else point.data.flops))
-    spread = spread_of(losses)
-    low, high = calibrated_interval(loss, ratio, spread, choice.scale, level)
+    u = interval_scale(ratio, spread_of(losses), choice.scale)
+    low, high = calibrated_bounds(loss, u, level)
     run_low, run_high = low, high
-    if noise is not None and np.all(np.isfinite(low)):
-        q = calibrated_quantile(level)
-        u_run = np.sqrt((np.log(high / loss) / q) ** 2 + noise.sigma ** 2)
-        run_low, run_high = loss * np.exp(-q * u_run), loss * np.exp(q * u_run)
-    if all(k in bands for k in choice.weights):
+    if noise is not None and np.all(u > 0):  # one run's noise on top
+        run_low, run_high = calibrated_bounds(loss, np.sqrt(u ** 2 + noise.sigma ** 2), level)
+    if all(k in bands for k in choice.weights):  # the hull with the simulated interval
         (b_low, b_high), (r_low, r_high) = (
             tuple(choice.combine({k: bands[k][j][side] for k in choice.weights}) for side in (0, 1)) for j in (0, 1))
-        low, high = _hull(low, b_low, np.fmin), _hull(high, b_high, np.fmax)
-        run_low, run_high = _hull(run_low, r_low, np.fmin), _hull(run_high, r_high, np.fmax)
+        low, high = np.fmin(low, b_low), np.fmax(high, b_high)
+        run_low, run_high = np.fmin(run_low, r_low), np.fmax(run_high, r_high)
     return [LossPrediction(choice.approach, c, float(n_opt[i]), float(c / (6.0 * n_opt[i])), float(loss[i]),
                            (float(low[i]), float(high[i])), (float(run_low[i]), float(run_high[i])), level)
             for i, c in enumerate(budgets)]
-
-
-def _hull(calibrated: np.ndarray, simulated: np.ndarray, pick) -> np.ndarray:
-    """The outer bound of two intervals' bounds, nan only where both are."""
-    return pick(np.asarray(calibrated, dtype=float), np.asarray(simulated, dtype=float))
 
 
 def leave_future_out_errors(cases: list[Record]) -> dict:

@@ -38,9 +38,9 @@ def fit_results(study: Study, ok: list[PointResult]):
     records = [{"run": r.point.label, "params": r.point.grid.params, "tokens": t, "loss": v}
                for r in ok for t, v in r.curve if t > 0]
     curves = CurveData.from_records(records, source="the grid's validation curves") if records else None
-    cfg = study.config.fit
-    result = recommend(scaling_data(ok), study.config.targets, curves=curves,
-                       fit=FitOptions(isoflop_budgets=study.config.budgets),
+    cfg, data = study.config.fit, scaling_data(ok)
+    options = FitOptions(isoflop_budgets=study.config.budgets)
+    result = recommend(data, study.config.targets, curves=curves, fit=options,
                        intervals=IntervalOptions(level=cfg.level, simulations=cfg.simulations, seed=cfg.seed))
     if not result.recommended:
         raise UserError(f"no predictor could be fitted to the grid: {result.unavailable}")
@@ -48,8 +48,7 @@ def fit_results(study: Study, ok: list[PointResult]):
     if len(study.config.budgets) >= 4:  # a leave-future-out table of the grid itself (3 budgets fitted, 1+ later)
         from raylm.scaling.ladder_backtest import backtest_ladder
 
-        ladder = backtest_ladder(scaling_data(ok), FitOptions(isoflop_budgets=tuple(study.config.budgets)),
-                                 name=study.config.name, level=cfg.level)
+        ladder = backtest_ladder(data, options, name=study.config.name, level=cfg.level)
         out["ladder_backtest"] = json_safe(ladder.as_dict())
     return out, result
 
