@@ -28,7 +28,7 @@ import numpy as np
 from _common import Figure, emit, log
 from raylm.scaling.calibrated_intervals import CALIBRATION_FILE, calibration_table, weighted_quantile
 from raylm.scaling.io import read_ladders
-from raylm.scaling.ladder_backtest import RECOMMENDED, backtest_ladder, format_summary, summarize
+from raylm.scaling.ladder_backtest import RECOMMENDED, backtest_ladder, format_summary
 from raylm.scaling.laws import BESIROGLU_2024
 from raylm.scaling.pointfit import FitOptions
 from raylm.scaling.synthetic import synthetic_isoflop
@@ -49,10 +49,6 @@ def synthetic_ladder():
     """Eight budgets 1e18-1e20 of a known law (Besiroglu et al. 2024) with 1% run noise: the harness's control."""
     budgets = np.geomspace(1e18, 1e20, 8)
     return "synthetic", synthetic_isoflop(BESIROGLU_2024, budgets, per_budget=7, spread=16.0, noise=0.01, seed=0)
-
-
-def bucket(cases, lo, hi):
-    return [c for c in cases if lo <= c.record.ratio <= hi]
 
 
 def main() -> None:
@@ -93,12 +89,13 @@ def main() -> None:
     for name, (src, res) in results.items():
         rec = [c for c in res.cases if c.record.predictor == RECOMMENDED]
         q_out = weighted_quantile(scores[sources != src], groups[sources != src], args.level)
-        s3, s30 = summarize(bucket(rec, 3, 10), res.q), summarize(bucket(rec, 30, 100), res.q)
+        summary = res.summary()
+        s3, s30 = summary[RECOMMENDED]["3-10x"], summary[RECOMMENDED]["30-100x"]
         held_out = float(np.mean([c.covered(q_out) for c in rec])) if rec else None
         entry = {"source": src, "budgets": res.budgets, "cases": len(rec), "fit_seconds_per_cut": res.fit_seconds,
-                 "3-10x": s3, "30-100x": s30, "all": summarize(rec, res.q),
+                 "3-10x": s3, "30-100x": s30, "all": summary[RECOMMENDED]["all"],
                  "coverage_leave_one_source_out": held_out, "quantile_leave_one_source_out": q_out,
-                 "every_predictor": res.summary()}
+                 "every_predictor": summary}
         details["ladders"][name] = entry
         if s3["cases"]:
             figures.append(Figure(f"{name}: recommended max |error| at 3-10x ({s3['cases']} cases)",
