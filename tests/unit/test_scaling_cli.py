@@ -62,7 +62,7 @@ def test_fit_command_prints_json_and_writes_plots(small_csv, tmp_path, capsys):
     fit = result["approach3"]
     assert {"E", "A", "B", "alpha", "beta", "objective", "a", "b", "intervals", "stderr"} <= set(fit)
     assert fit["n_starts"] == 243 and fit["bootstrap"]["resamples"] == 30
-    assert [p["budget"] for p in result["predictions"] if p["approach"] == 3] == [1e22, 1e23, 5.76e23]
+    assert [p["budget"] for p in result["predictions"] if p["approach"] == "approach3"] == [1e22, 1e23, 5.76e23]
     for name in ("isoflops.png", "optimal_allocation.png", "loss_contours.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "fit.json").read_text())["approach3"]["E"] == fit["E"]

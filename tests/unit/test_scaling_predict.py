@@ -26,15 +26,15 @@ def test_predictions_of_both_approaches_with_intervals(data):
     a3 = fit_approach3(data, starts=start_grid("coarse")[::3], bootstrap=100, seed=0)
     a2 = fit_approach2(data, bootstrap=100, seed=0)
     preds = predict(["1e23", 1e24], a3, a2)
-    assert [(p.approach, p.budget) for p in preds] == [(3, 1e23), (3, 1e24), (2, 1e23), (2, 1e24)]
+    assert [(p.approach, p.budget) for p in preds] == [("approach3", 1e23), ("approach3", 1e24), ("approach2", 1e23), ("approach2", 1e24)]
     for p in preds:
         assert 6 * p.n_opt * p.d_opt == pytest.approx(p.budget, rel=1e-9)
         assert p.n_opt == pytest.approx(BESIROGLU_2024.optimal_params(p.budget), rel=0.35)
         for key in ("n_opt", "d_opt"):
-            lo, hi = p.intervals[key]
+            lo, hi = getattr(p, f"{key}_interval")
             assert lo <= getattr(p, key) <= hi
         assert p.loss == pytest.approx(BESIROGLU_2024.optimal_loss(p.budget), rel=0.02)
-    lo, hi = preds[0].intervals["loss"]
+    lo, hi = preds[0].loss_interval
     assert lo <= preds[0].loss <= hi
     assert predict([], a3, a2) == []
 

@@ -92,7 +92,7 @@ def _fit(args: argparse.Namespace) -> int:
         from raylm.scaling.plots import write_plots
 
         out = Path(args.out)
-        targets = [p.budget for p in report.predictions if p.approach == 3]
+        targets = [p.budget for p in report.predictions if p.approach == "approach3"]
         paths = write_plots(out, report.data, approach2=report.approach2, approach3=report.approach3,
                             targets=targets)
         result["plots"] = [str(p) for p in paths]

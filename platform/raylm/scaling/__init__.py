@@ -30,7 +30,8 @@ from raylm.scaling.laws import (
     training_flops,
     training_flops_with_attention,
 )
-from raylm.scaling.predict import Prediction, predict
+from raylm.scaling.predict import predict
+from raylm.scaling.prediction import Prediction
 from raylm.scaling.synthetic import synthetic_isoflop
 
 __all__ = [

@@ -9,8 +9,6 @@ Approach 2 has no loss law of its own; its ``loss`` is the Approach 3 law at its
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from raylm.errors import UserError
@@ -18,28 +16,7 @@ from raylm.scaling.approach2 import Approach2Fit
 from raylm.scaling.approach3 import Approach3Fit
 from raylm.scaling.bootstrap import percentile_interval
 from raylm.scaling.laws import FLOPS_PER_PARAM_TOKEN
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One approach's compute-optimal allocation at one budget; intervals map name -> (low, high)."""
-
-    approach: int
-    budget: float
-    n_opt: float
-    d_opt: float
-    loss: float | None
-    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
-    level: float = 0.95
-
-    @property
-    def tokens_per_param(self) -> float:
-        return self.d_opt / self.n_opt
-
-    def as_dict(self) -> dict:
-        return {"approach": self.approach, "budget": self.budget, "n_opt": self.n_opt, "d_opt": self.d_opt,
-                "tokens_per_param": self.tokens_per_param, "loss": self.loss, "level": self.level,
-                "intervals": {k: list(v) for k, v in self.intervals.items()}}
+from raylm.scaling.prediction import NAN_PAIR, Prediction
 
 
 def parse_budgets(values) -> list[float]:
@@ -69,9 +46,11 @@ def predict_approach3(fit: Approach3Fit, budgets) -> list[Prediction]:
     bands = bootstrap_bands(fit, c) if fit.bootstrap is not None else None
     out = []
     for i, budget in enumerate(c):
-        intervals = {} if bands is None else {k: (float(v[0][i]), float(v[1][i])) for k, v in bands.items()}
-        out.append(Prediction(3, float(budget), float(np.atleast_1d(n_opt)[i]), float(np.atleast_1d(d_opt)[i]),
-                              float(np.atleast_1d(loss)[i]), intervals, level))
+        band = {k: (float(v[0][i]), float(v[1][i])) for k, v in bands.items()} if bands else {}
+        out.append(Prediction("approach3", float(budget), float(np.atleast_1d(n_opt)[i]),
+                              float(np.atleast_1d(d_opt)[i]), float(np.atleast_1d(loss)[i]), level,
+                              loss_interval=band.get("loss", NAN_PAIR), n_opt_interval=band.get("n_opt", NAN_PAIR),
+                              d_opt_interval=band.get("d_opt", NAN_PAIR)))
     return out
 
 
@@ -88,9 +67,10 @@ def predict_approach2(fit: Approach2Fit, budgets, approach3: Approach3Fit | None
         d_band = fit.d_opt_law.confidence_band(c, fit.level)
     loss = approach3.law.loss(n_opt, d_opt) if approach3 is not None else None
     return [
-        Prediction(2, float(budget), float(n_opt[i]), float(d_opt[i]), None if loss is None else float(loss[i]),
-                   {"n_opt": (float(n_band[0][i]), float(n_band[1][i])),
-                    "d_opt": (float(d_band[0][i]), float(d_band[1][i]))}, fit.level)
+        Prediction("approach2", float(budget), float(n_opt[i]), float(d_opt[i]),
+                   None if loss is None else float(loss[i]), fit.level,
+                   n_opt_interval=(float(n_band[0][i]), float(n_band[1][i])),
+                   d_opt_interval=(float(d_band[0][i]), float(d_band[1][i])))
         for i, budget in enumerate(c)
     ]
 

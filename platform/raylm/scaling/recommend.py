@@ -33,42 +33,14 @@ from raylm.scaling.leave_future_out import Ladder, Record, cut_fits, records_of
 from raylm.scaling.objective import log_predict
 from raylm.scaling.pointfit import FitOptions, PointFit, fit_point
 from raylm.scaling.predict import parse_budgets
+from raylm.scaling.prediction import NAN_PAIR, Prediction
 from raylm.scaling.predictors import isoflop_residuals
 from raylm.scaling.stacking import STACKED, Choice, choose
 
-NAN_PAIR = (float("nan"), float("nan"))
 INTERVAL_METHOD = ("per predictor: parametric bootstrap from the Approach 3 fit with the run noise, basic (pivot) "
                    "interval, widened when the real backtest error lies beyond one standard deviation of the "
                    "simulated ones; recommended: calibrated on the public ladders' extrapolation errors "
                    "(raylm.scaling.calibrated_intervals)")
-
-
-@dataclass(frozen=True)
-class LossPrediction:
-    """One predictor at one target budget: allocation, loss, and intervals at ``level``.
-
-    ``loss_interval`` should hold the true compute-optimal loss; ``run_interval`` one verification
-    run's measured loss (it adds one run's noise). Both are (nan, nan) without a bootstrap.
-    """
-
-    approach: str
-    budget: float
-    n_opt: float
-    d_opt: float
-    loss: float
-    loss_interval: tuple[float, float] = NAN_PAIR
-    run_interval: tuple[float, float] = NAN_PAIR
-    level: float = 0.9
-
-    @property
-    def tokens_per_param(self) -> float:
-        return self.d_opt / self.n_opt
-
-    def as_dict(self) -> dict:
-        return {"approach": self.approach, "budget": self.budget, "n_opt": self.n_opt, "d_opt": self.d_opt,
-                "tokens_per_param": self.tokens_per_param, "loss": self.loss,
-                "loss_interval": list(self.loss_interval), "run_interval": list(self.run_interval),
-                "level": self.level}
 
 
 @dataclass(frozen=True)
@@ -77,7 +49,7 @@ class Recommendation:
 
     targets: tuple[float, ...]
     level: float
-    predictions: dict[str, list[LossPrediction]]
+    predictions: dict[str, list[Prediction]]
     unavailable: dict[str, str]
     backtest: Backtest
     approach: str | None
@@ -87,7 +59,7 @@ class Recommendation:
     seed: int
     simulated: SimulatedIntervals | None = field(default=None, repr=False)
     point: PointFit | None = field(default=None, repr=False)
-    recommended: list[LossPrediction] = field(default_factory=list)  # the rule's prediction, calibrated interval
+    recommended: list[Prediction] = field(default_factory=list)  # the rule's prediction, calibrated interval
     choice: Choice | None = field(default=None, repr=False)
     cases: list[Record] = field(default_factory=list, repr=False)  # the data's own leave-future-out cases
 
@@ -173,8 +145,8 @@ def recommend(data: ScalingData, targets, curves: CurveData | None = None, *, fi
     for name, est in point.estimates.items():
         loss_band, run_band = bands.get(name, (None, None))
         predictions[name] = [
-            LossPrediction(name, c, float(est.n_opt[0, i]), float(est.d_opt[0, i]), float(est.loss[0, i]),
-                           _pair(loss_band, i), _pair(run_band, i), level)
+            Prediction(name, c, float(est.n_opt[0, i]), float(est.d_opt[0, i]), float(est.loss[0, i]), level,
+                       loss_interval=_pair(loss_band, i), run_interval=_pair(run_band, i))
             for i, c in enumerate(budgets)
         ]
     recommended = _recommended(point, choice, budgets, level, noise_est, bands)
@@ -200,7 +172,7 @@ def _own_cases(data: ScalingData, options: FitOptions) -> list[Record]:
 
 
 def _recommended(point: PointFit, choice: Choice, budgets: list[float], level: float,
-                 noise: NoiseEstimate | None, bands: dict) -> list[LossPrediction]:
+                 noise: NoiseEstimate | None, bands: dict) -> list[Prediction]:
     """The rule's prediction at every target with its interval (``run_interval`` adds one run's noise).
 
     The interval is the hull of the calibrated one and, with simulations, the bootstrap interval of the
@@ -224,8 +196,8 @@ def _recommended(point: PointFit, choice: Choice, budgets: list[float], level: f
             tuple(choice.combine({k: bands[k][j][side] for k in choice.weights}) for side in (0, 1)) for j in (0, 1))
         low, high = np.fmin(low, b_low), np.fmax(high, b_high)
         run_low, run_high = np.fmin(run_low, r_low), np.fmax(run_high, r_high)
-    return [LossPrediction(choice.approach, c, float(n_opt[i]), float(c / (6.0 * n_opt[i])), float(loss[i]),
-                           (float(low[i]), float(high[i])), (float(run_low[i]), float(run_high[i])), level)
+    return [Prediction(choice.approach, c, float(n_opt[i]), float(c / (6.0 * n_opt[i])), float(loss[i]), level,
+                       loss_interval=(float(low[i]), float(high[i])), run_interval=(float(run_low[i]), float(run_high[i])))
             for i, c in enumerate(budgets)]
 
 
