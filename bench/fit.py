@@ -18,7 +18,7 @@ import numpy as np
 
 from _common import Figure, emit
 from raylm.json_safe import json_safe
-from raylm.scaling.approach3 import (
+from raylm.scaling.fit.approach3 import (
     DEFAULT_DELTA,
     bootstrap_approach3,
     fit_approach3,

@@ -1,7 +1,7 @@
 """Benchmark of the scaling predictions on public IsoFLOP ladders: leave-future-out, every ladder, every cut.
 
 For every ladder in ``jobs/data/ladders/`` (and a synthetic ladder drawn from a known law), fit on
-the budgets up to each cut and predict every later budget (:mod:`raylm.scaling.ladder_backtest`).
+the budgets up to each cut and predict every later budget (:mod:`raylm.scaling.backtest.ladder`).
 Reports, for the recommended prediction, the max and median |error| of the best loss at 3-10x and
 30-100x beyond the fit, the coverage and median width of its nominal 90% interval, the share of N*
 within a factor 1.5 of the best size measured at 3-10x, and the fit time; every predictor's table is
@@ -12,7 +12,7 @@ honest figure for a ladder the calibration never saw). Writes the ``ladders`` se
 
     python bench/ladders.py [--level 0.9] [--write-calibration]
 
-``--write-calibration`` rewrites ``platform/raylm/scaling/interval_calibration.json`` from these
+``--write-calibration`` rewrites ``platform/raylm/scaling/intervals/calibration.json`` from these
 backtests (the conformity scores of the recommended prediction, each ladder weighing the same).
 """
 
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from _common import Figure, emit, log
-from raylm.scaling.calibrated_intervals import CALIBRATION_FILE, calibration_table, weighted_quantile
+from raylm.scaling.backtest.ladder import RECOMMENDED, backtest_ladder, format_summary
+from raylm.scaling.intervals.calibrated import CALIBRATION_FILE, calibration_table, weighted_quantile
 from raylm.scaling.io import read_ladders
-from raylm.scaling.ladder_backtest import RECOMMENDED, backtest_ladder, format_summary
 from raylm.scaling.laws import BESIROGLU_2024
-from raylm.scaling.pointfit import FitOptions
+from raylm.scaling.predict.pointfit import FitOptions
 from raylm.scaling.synthetic import synthetic_isoflop
 
 LADDERS = Path(__file__).resolve().parent.parent / "jobs" / "data" / "ladders"
@@ -80,7 +80,7 @@ def main() -> None:
         table = calibration_table(scores, groups)
         table["method"] = ("split conformal: the level quantile of |ln(pred/measured)| / u of the recommended "
                            "prediction over every leave-future-out case of the public ladders, each ladder "
-                           "weighing the same (raylm.scaling.calibrated_intervals)")
+                           "weighing the same (raylm.scaling.intervals.calibrated)")
         table["ladders"] = sorted(set(groups.tolist()))
         CALIBRATION_FILE.write_text(json.dumps(table, indent=2) + "\n")
         log(f"wrote {CALIBRATION_FILE}")

@@ -1,12 +1,12 @@
 """Synthetic studies with a known answer: training curves from a Chinchilla law, and a pure-frontier world.
 
-For tests, benchmarks and the coverage check of :mod:`raylm.scaling.recommend`.
+For tests, benchmarks and the coverage check of :mod:`raylm.scaling.predict.recommend`.
 
 - :func:`synthetic_curves`: IsoFLOP runs as in :func:`raylm.scaling.synthetic.synthetic_isoflop`, each
   with a training curve L(N, D_t) (Hoffmann et al. 2022, eq. 2) times one noise factor per run (a seed
   moves a whole curve) and optional per-point evaluation noise. The curve is what a run of each length
   would reach (an idealised constant-then-decayed schedule): the envelope of Approach 1 is unbiased here,
-  unlike on real cosine curves (see :mod:`raylm.scaling.approach1`).
+  unlike on real cosine curves (see :mod:`raylm.scaling.fit.approach1`).
 - :func:`synthetic_frontier`: loss = E + (C0/C)^gamma + kappa (ln N - ln N*(C))^2 with N*(C) = k C^a:
   the frontier law and Approach 2's parabolas are exact, and the Chinchilla law of Approach 3 is not
   (its valley's curvature shrinks with the reducible loss; this one's does not).

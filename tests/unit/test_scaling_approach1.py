@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from tests.unit.synthetic_studies import synthetic_curves
 
-from raylm.scaling.approach1 import Approach1Unavailable, approach1_rows, envelope_grid, fit_approach1
 from raylm.scaling.curves import CurveData
+from raylm.scaling.fit.approach1 import Approach1Unavailable, approach1_rows, envelope_grid, fit_approach1
 from raylm.scaling.laws import BESIROGLU_2024
 
 LAW = BESIROGLU_2024

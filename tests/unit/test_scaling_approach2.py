@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raylm.scaling.approach2 import Approach2Unavailable, fit_approach2, fit_power_law, group_budgets
 from raylm.scaling.data import ScalingData
+from raylm.scaling.fit.approach2 import Approach2Unavailable, fit_approach2, fit_power_law, group_budgets
 from raylm.scaling.laws import BESIROGLU_2024, ChinchillaLaw
 from raylm.scaling.synthetic import synthetic_isoflop
 

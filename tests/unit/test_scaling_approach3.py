@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from raylm.errors import UserError
-from raylm.scaling.approach3 import bootstrap_approach3, fit_approach3, lbfgs_from_start, start_grid
 from raylm.scaling.data import ScalingData
+from raylm.scaling.fit.approach3 import bootstrap_approach3, fit_approach3, lbfgs_from_start, start_grid
+from raylm.scaling.fit.objective import objective
 from raylm.scaling.laws import BESIROGLU_2024, ChinchillaLaw
-from raylm.scaling.objective import objective
 from raylm.scaling.synthetic import synthetic_isoflop
 
 TRUE = BESIROGLU_2024

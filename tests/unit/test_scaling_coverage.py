@@ -11,8 +11,8 @@ from tests.unit.synthetic_studies import random_chinchilla_study, synthetic_fron
 
 from raylm.scaling import ScalingData
 from raylm.scaling.laws import BESIROGLU_2024, tokens_for_budget
-from raylm.scaling.pointfit import FitOptions
-from raylm.scaling.recommend import IntervalOptions, recommend
+from raylm.scaling.predict.pointfit import FitOptions
+from raylm.scaling.predict.recommend import IntervalOptions, recommend
 
 STUDIES = 100
 LEVEL = 0.9

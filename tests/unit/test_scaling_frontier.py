@@ -7,7 +7,7 @@ import pytest
 
 from raylm.errors import UserError
 from raylm.scaling.curves import CurveData
-from raylm.scaling.frontier import FrontierUnavailable, fit_frontier, fit_frontier_rows, frontier_rows_predict
+from raylm.scaling.fit.frontier import FrontierUnavailable, fit_frontier, fit_frontier_rows, frontier_rows_predict
 from raylm.scaling.laws import BESIROGLU_2024
 
 BUDGETS = np.array([1e18, 3e18, 1e19, 3e19, 1e20])

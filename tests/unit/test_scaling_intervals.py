@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from raylm.errors import UserError
-from raylm.scaling.intervals import (
+from raylm.scaling.intervals.simulated import (
     NoiseEstimate,
     backtest_scale,
     estimate_noise,

@@ -13,7 +13,9 @@ from scipy.optimize import nnls
 from raylm.cli import main
 from raylm.errors import UserError
 from raylm.scaling import ScalingData
-from raylm.scaling.calibrated_intervals import (
+from raylm.scaling.backtest.ladder import RECOMMENDED, backtest_ladder, format_summary
+from raylm.scaling.backtest.leave_future_out import Ladder, Record, budget_best, cut_fits, records_of
+from raylm.scaling.intervals.calibrated import (
     calibrated_interval,
     calibrated_quantile,
     calibration_table,
@@ -21,11 +23,9 @@ from raylm.scaling.calibrated_intervals import (
     weighted_quantile,
 )
 from raylm.scaling.io import read_csv, read_ladders
-from raylm.scaling.ladder_backtest import RECOMMENDED, backtest_ladder, format_summary
 from raylm.scaling.laws import BESIROGLU_2024, tokens_for_budget
-from raylm.scaling.leave_future_out import Ladder, Record, budget_best, cut_fits, records_of
-from raylm.scaling.pointfit import FitOptions
-from raylm.scaling.stacking import STACKED, choose, simplex_least_squares
+from raylm.scaling.predict.pointfit import FitOptions
+from raylm.scaling.predict.stacking import STACKED, choose, simplex_least_squares
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 LADDERS = Path(__file__).resolve().parents[2] / "jobs" / "data" / "ladders"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raylm.scaling.batched_newton import minimize_batched
-from raylm.scaling.laws import BESIROGLU_2024
-from raylm.scaling.objective import (
+from raylm.scaling.fit.batched_newton import minimize_batched
+from raylm.scaling.fit.objective import (
     LogData,
     huber,
     log_predict,
@@ -15,6 +14,7 @@ from raylm.scaling.objective import (
     objective_and_grad,
     objective_grad_hess,
 )
+from raylm.scaling.laws import BESIROGLU_2024
 from raylm.scaling.synthetic import synthetic_isoflop
 
 DELTA = 1e-3

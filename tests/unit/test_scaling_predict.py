@@ -6,12 +6,12 @@ import pytest
 
 from raylm.errors import UserError
 from raylm.json_safe import json_safe
-from raylm.scaling.approach2 import fit_approach2
-from raylm.scaling.approach3 import fit_approach3, start_grid
+from raylm.scaling.fit.approach2 import fit_approach2
+from raylm.scaling.fit.approach3 import fit_approach3, start_grid
 from raylm.scaling.fit_all import fit_scaling_laws
 from raylm.scaling.laws import BESIROGLU_2024
-from raylm.scaling.pointfit import FitOptions
-from raylm.scaling.predict import parse_budgets, predict
+from raylm.scaling.predict.approaches import parse_budgets, predict
+from raylm.scaling.predict.pointfit import FitOptions
 from raylm.scaling.synthetic import synthetic_isoflop
 
 BUDGETS = (1e18, 1e19, 1e20, 1e21, 1e22)
@@ -26,7 +26,8 @@ def test_predictions_of_both_approaches_with_intervals(data):
     a3 = fit_approach3(data, starts=start_grid("coarse")[::3], bootstrap=100, seed=0)
     a2 = fit_approach2(data, bootstrap=100, seed=0)
     preds = predict(["1e23", 1e24], a3, a2)
-    assert [(p.approach, p.budget) for p in preds] == [("approach3", 1e23), ("approach3", 1e24), ("approach2", 1e23), ("approach2", 1e24)]
+    assert [(p.approach, p.budget) for p in preds] == [
+        ("approach3", 1e23), ("approach3", 1e24), ("approach2", 1e23), ("approach2", 1e24)]
     for p in preds:
         assert 6 * p.n_opt * p.d_opt == pytest.approx(p.budget, rel=1e-9)
         assert p.n_opt == pytest.approx(BESIROGLU_2024.optimal_params(p.budget), rel=0.35)

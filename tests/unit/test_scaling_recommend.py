@@ -10,13 +10,13 @@ from tests.unit.synthetic_studies import synthetic_curves
 
 from raylm.errors import UserError
 from raylm.scaling import ScalingData
-from raylm.scaling.approach2 import fit_approach2
-from raylm.scaling.approach3 import fit_approach3
-from raylm.scaling.backtest import held_out_best
+from raylm.scaling.backtest.largest_budget import held_out_best
+from raylm.scaling.fit.approach2 import fit_approach2
+from raylm.scaling.fit.approach3 import fit_approach3
 from raylm.scaling.laws import BESIROGLU_2024, tokens_for_budget
-from raylm.scaling.pointfit import FitOptions, fit_point
-from raylm.scaling.predictors import Layout, refit_law_rows
-from raylm.scaling.recommend import IntervalOptions, recommend
+from raylm.scaling.predict.pointfit import FitOptions, fit_point
+from raylm.scaling.predict.predictors import Layout, refit_law_rows
+from raylm.scaling.predict.recommend import IntervalOptions, recommend
 from raylm.scaling.synthetic import synthetic_isoflop
 
 NO_SIMULATIONS = IntervalOptions(simulations=0)
@@ -119,7 +119,7 @@ def test_two_budgets_no_backtest_first_available_in_order():
     assert out.approach == "frontier" and "no backtest" in out.reason
     low, high = out.recommended[0].loss_interval  # no backtest: the interval is the predictors' disagreement
     spread = max(p[0].loss for p in out.predictions.values()) / min(p[0].loss for p in out.predictions.values())
-    from raylm.scaling.calibrated_intervals import calibrated_quantile
+    from raylm.scaling.intervals.calibrated import calibrated_quantile
 
     assert low < out.recommended[0].loss < high
     assert high / low == pytest.approx(spread ** (2 * calibrated_quantile(0.9)))

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from scipy.optimize import nnls
 
-from raylm.scaling.approach3 import fit_approach3
 from raylm.scaling.data import ScalingData
+from raylm.scaling.fit.approach3 import fit_approach3
+from raylm.scaling.fit.objective import objective
+from raylm.scaling.fit.vpnls import FLOOR, fit_vpnls, nnls3, profile_point, theta_row, vp_profile, vp_starts
 from raylm.scaling.io import read_csv
 from raylm.scaling.laws import BESIROGLU_2024, HOFFMANN_2022, ChinchillaLaw
-from raylm.scaling.objective import objective
 from raylm.scaling.synthetic import synthetic_isoflop
-from raylm.scaling.vpnls import FLOOR, fit_vpnls, nnls3, profile_point, theta_row, vp_profile, vp_starts
 
 REPO = Path(__file__).resolve().parents[2]
 SYNTHETIC_CSV = REPO / "jobs" / "data" / "synthetic_isoflop.csv"

@@ -74,8 +74,8 @@ def _fit(args: argparse.Namespace) -> int:
     if args.backtest:
         return _backtest(args)
     from raylm.scaling.fit_all import fit_scaling_laws
-    from raylm.scaling.pointfit import FitOptions
-    from raylm.scaling.recommend import IntervalOptions
+    from raylm.scaling.predict.pointfit import FitOptions
+    from raylm.scaling.predict.recommend import IntervalOptions
 
     data = read_csv(args.csv, args.experiment)
     groups = args.isoflop_budgets
@@ -107,9 +107,9 @@ def _backtest(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from raylm.json_safe import json_safe
+    from raylm.scaling.backtest.ladder import backtest_ladder, format_summary
     from raylm.scaling.io import has_budget_labels, read_csv, read_ladders
-    from raylm.scaling.ladder_backtest import backtest_ladder, format_summary
-    from raylm.scaling.pointfit import FitOptions
+    from raylm.scaling.predict.pointfit import FitOptions
 
     if args.experiment is None:
         ladders = read_ladders(args.csv)

@@ -1,7 +1,7 @@
 """Training curves of a scaling study: the loss of every run at several points during training.
 
 Chinchilla's Approach 1 (Hoffmann et al. 2022, section 3.1) reads the compute-optimal frontier off
-the envelope of these curves (:mod:`raylm.scaling.approach1`). One point is (run id, N, tokens seen
+the envelope of these curves (:mod:`raylm.scaling.fit.approach1`). One point is (run id, N, tokens seen
 so far, loss there); its compute is C = 6 N D_t (Kaplan et al. 2020, section 2.1).
 """
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from raylm.errors import UserError
+from raylm.scaling.fit.objective import N_PARAMS, LogData
 from raylm.scaling.laws import training_flops
-from raylm.scaling.objective import N_PARAMS, LogData
 
 MIN_POINTS = N_PARAMS  # the Approach 3 law has five parameters
 

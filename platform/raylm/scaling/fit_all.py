@@ -2,7 +2,7 @@
 
 Approach 3 (Hoffmann et al. 2022, section 3.3; Besiroglu et al. 2024) always; Approach 2
 (section 3.2) when the runs form at least two IsoFLOP profiles; predictions for target budgets;
-with target budgets, the backtested recommendation of :mod:`raylm.scaling.recommend` (every
+with target budgets, the backtested recommendation of :mod:`raylm.scaling.predict.recommend` (every
 predictor, the largest budget held out, the winner's prediction with a prediction interval).
 Plots live in :mod:`raylm.scaling.plots`, file reading in :mod:`raylm.scaling.io`.
 """
@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from raylm.json_safe import json_safe
-from raylm.scaling.approach2 import Approach2Fit, Approach2Unavailable, fit_approach2
-from raylm.scaling.approach3 import Approach3Fit, fit_approach3
 from raylm.scaling.data import ScalingData
-from raylm.scaling.pointfit import FitOptions
-from raylm.scaling.predict import Prediction, parse_budgets, predict
-from raylm.scaling.recommend import IntervalOptions, Recommendation, recommend
+from raylm.scaling.fit.approach2 import Approach2Fit, Approach2Unavailable, fit_approach2
+from raylm.scaling.fit.approach3 import Approach3Fit, fit_approach3
+from raylm.scaling.predict.approaches import Prediction, parse_budgets, predict
+from raylm.scaling.predict.pointfit import FitOptions
+from raylm.scaling.predict.recommend import IntervalOptions, Recommendation, recommend
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,9 @@ def fit_scaling_laws(data: ScalingData, *, targets=(), fit: FitOptions = FitOpti
 
     Approach 3 is the published procedure (the ``fit.starts`` grid, Huber ``fit.delta``), Approach 2
     groups runs into budgets by ``fit.isoflop_budgets``/``fit.isoflop_tolerance``
-    (:func:`raylm.scaling.approach2.group_budgets`); both with ``bootstrap`` resamples (seed and level
+    (:func:`raylm.scaling.fit.approach2.group_budgets`); both with ``bootstrap`` resamples (seed and level
     from ``intervals``). ``exclude_highest`` drops that many highest-loss runs first (Besiroglu et al.
-    2024 drop 5). With ``targets``, also :func:`raylm.scaling.recommend.recommend` with ``fit`` and
+    2024 drop 5). With ``targets``, also :func:`raylm.scaling.predict.recommend.recommend` with ``fit`` and
     ``intervals``, reusing the Approach 3 fit.
     """
     targets = parse_budgets(targets)

@@ -16,11 +16,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
-from raylm.scaling.approach2 import Approach2Fit, group_budgets
-from raylm.scaling.approach3 import Approach3Fit
 from raylm.scaling.data import ScalingData
+from raylm.scaling.fit.approach2 import Approach2Fit, group_budgets
+from raylm.scaling.fit.approach3 import Approach3Fit
 from raylm.scaling.laws import ChinchillaLaw
-from raylm.scaling.predict import bootstrap_bands
+from raylm.scaling.predict.approaches import bootstrap_bands
 
 
 def new_figure(width: float, height: float, ncols: int = 1):

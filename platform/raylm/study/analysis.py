@@ -11,7 +11,7 @@ import numpy as np
 
 from raylm.errors import UserError
 from raylm.json_safe import json_safe
-from raylm.scaling.pointfit import FitOptions
+from raylm.scaling.predict.pointfit import FitOptions
 from raylm.study.config import Study
 from raylm.study.grid import StudyPoint, verification_point
 from raylm.study.results import PointResult, scaling_data
@@ -30,10 +30,10 @@ def usable_points(results: list[PointResult], log) -> list[PointResult]:
 
 
 def fit_results(study: Study, ok: list[PointResult]):
-    """Every predictor on the finished points (``raylm.scaling.recommend``): (a JSON-safe dict, the
-    :class:`~raylm.scaling.recommend.Recommendation` itself, whose fits the plots draw)."""
+    """Every predictor on the finished points (``raylm.scaling.predict.recommend``): (a JSON-safe dict, the
+    :class:`~raylm.scaling.predict.recommend.Recommendation` itself, whose fits the plots draw)."""
     from raylm.scaling.curves import CurveData
-    from raylm.scaling.recommend import IntervalOptions, recommend
+    from raylm.scaling.predict.recommend import IntervalOptions, recommend
 
     records = [{"run": r.point.label, "params": r.point.grid.params, "tokens": t, "loss": v}
                for r in ok for t, v in r.curve if t > 0]
@@ -46,7 +46,7 @@ def fit_results(study: Study, ok: list[PointResult]):
         raise UserError(f"no predictor could be fitted to the grid: {result.unavailable}")
     out = result.as_dict()
     if len(study.config.budgets) >= 4:  # a leave-future-out table of the grid itself (3 budgets fitted, 1+ later)
-        from raylm.scaling.ladder_backtest import backtest_ladder
+        from raylm.scaling.backtest.ladder import backtest_ladder
 
         ladder = backtest_ladder(data, options, name=study.config.name, level=cfg.level)
         out["ladder_backtest"] = json_safe(ladder.as_dict())

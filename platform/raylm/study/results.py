@@ -34,7 +34,7 @@ class StudyOutcome:
     experiment_id: str | None
     tracking_uri: str
     elapsed_s: float
-    recommendation: Any = field(default=None, repr=False)  # raylm.scaling.recommend.Recommendation: the fits
+    recommendation: Any = field(default=None, repr=False)  # raylm.scaling.predict.recommend.Recommendation: the fits
 
 
 def scaling_data(results: list[PointResult]) -> ScalingData:

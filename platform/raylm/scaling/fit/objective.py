@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raylm.scaling.blocks import run_blocks
+from raylm.scaling.fit.blocks import run_blocks
 
 PARAM_NAMES = ("a", "b", "e", "alpha", "beta")
 N_PARAMS = len(PARAM_NAMES)

@@ -1,8 +1,8 @@
 """Leave-future-out records: fit on the budgets up to a cut, predict every later budget, score.
 
 A ladder (or a study's own grid) is a list of compute budgets, each with runs of several sizes. For
-every cut, every predictor of :mod:`raylm.scaling.predictors` is fitted on the runs of the budgets
-up to the cut (the same :func:`~raylm.scaling.pointfit.fit_point` a study uses) and predicts the
+every cut, every predictor of :mod:`raylm.scaling.predict.predictors` is fitted on the runs of the budgets
+up to the cut (the same :func:`~raylm.scaling.predict.pointfit.fit_point` a study uses) and predicts the
 best loss and the best size N* of every later budget. Each (cut, later budget, predictor) is one
 :class:`Record`. This is the backtest Marin and Open-Athena report for real ladders: a prediction is
 only as good as its error on budgets it did not see.
@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raylm.scaling.approach2 import MIN_RUNS_PER_BUDGET, group_budgets
 from raylm.scaling.data import MIN_POINTS, ScalingData
-from raylm.scaling.pointfit import FitOptions, PointFit, fit_point
-from raylm.scaling.predictors import parabola_minima
+from raylm.scaling.fit.approach2 import MIN_RUNS_PER_BUDGET, group_budgets
+from raylm.scaling.predict.pointfit import FitOptions, PointFit, fit_point
+from raylm.scaling.predict.predictors import parabola_minima
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 No single predictor wins on every real ladder (docs/scaling.md: the Chinchilla law over-predicts
 some, a pure power law under-predicts all, a free floor is the best on one and the worst on
 another). So the weights come from the data at hand: the leave-future-out records of the study's
-own budgets (:mod:`raylm.scaling.leave_future_out`: fit up to each earlier cut, predict the later
+own budgets (:mod:`raylm.scaling.backtest.leave_future_out`: fit up to each earlier cut, predict the later
 budgets it already measured). The rule, in order:
 
 1. With :data:`MIN_STACK_CASES`+ cases (a cut and a later budget) where every component predicted,
@@ -14,7 +14,7 @@ budgets it already measured). The rule, in order:
    N*. Components are the predictors available at the targets, dropped one at a time (the one with
    the fewest records first) until enough cases remain.
 2. With fewer cases (a study of three budgets has one), the first available predictor in
-   :data:`~raylm.scaling.predictors.APPROACHES` (the frontier with a pinned floor first: the most
+   :data:`~raylm.scaling.predict.predictors.APPROACHES` (the frontier with a pinned floor first: the most
    consistent single predictor on the public ladders). One case does not choose: on 100 synthetic
    Chinchilla studies of three budgets, picking by the smallest error on it chose the pure power law,
    biased low by construction, 30 times.
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from raylm.scaling.leave_future_out import Record
-from raylm.scaling.predictors import APPROACHES
+from raylm.scaling.backtest.leave_future_out import Record
+from raylm.scaling.predict.predictors import APPROACHES
 
 MIN_STACK_CASES = 3
 STACKED = "stacked"

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from raylm.scaling.approach2 import MIN_RUNS_PER_BUDGET, group_budgets
 from raylm.scaling.curves import CurveData
 from raylm.scaling.data import MIN_POINTS, ScalingData
-from raylm.scaling.pointfit import FitOptions, PointFit, fit_point
-from raylm.scaling.predictors import APPROACHES, parabola_minima
+from raylm.scaling.fit.approach2 import MIN_RUNS_PER_BUDGET, group_budgets
+from raylm.scaling.predict.pointfit import FitOptions, PointFit, fit_point
+from raylm.scaling.predict.predictors import APPROACHES, parabola_minima
 
 
 @dataclass(frozen=True)

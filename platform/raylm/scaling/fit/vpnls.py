@@ -29,7 +29,7 @@ import itertools
 
 import numpy as np
 
-from raylm.scaling.objective import LogData
+from raylm.scaling.fit.objective import LogData
 
 #: Default exponent grid for alpha and for beta: 0.02, 0.04, ..., 2.5.
 DEFAULT_EXPONENTS = np.round(np.arange(1, 126) * 0.02, 10)

@@ -13,7 +13,7 @@ range of C turns its steps into a wrong slope). The loss uses the covered points
 compute at which any run *finished* upwards: below it the envelope is made only of the first steps of
 runs (warm-up, high learning rate), the part least like a finished run, and furthest from the targets.
 
-Loss at a target: the frontier L*(C) = E + (C0/C)^gamma (:mod:`raylm.scaling.frontier`) fitted to
+Loss at a target: the frontier L*(C) = E + (C0/C)^gamma (:mod:`raylm.scaling.fit.frontier`) fitted to
 those envelope points, E pinned by ``floor`` or fitted when None.
 
 Known bias: a point in the middle of a cosine schedule is not the loss a run trained for that many
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from raylm.scaling.curves import CurveData
-from raylm.scaling.frontier import FrontierLaw, fit_frontier_rows, frontier_rows_predict
+from raylm.scaling.fit.frontier import FrontierLaw, fit_frontier_rows, frontier_rows_predict
 from raylm.scaling.laws import FLOPS_PER_PARAM_TOKEN
 
 DEFAULT_POINTS = 256

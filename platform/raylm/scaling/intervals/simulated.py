@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from raylm.errors import UserError
-from raylm.scaling.objective import N_PARAMS
+from raylm.scaling.fit.objective import N_PARAMS
 
 CHECK_LEVEL = 0.6827  # central range of +-1 standard deviation of a normal distribution
 

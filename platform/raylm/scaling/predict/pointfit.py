@@ -6,9 +6,9 @@ The availability rules (a predictor that cannot run is reported with its reason,
   law has no compute-optimal allocation, Hoffmann et al. 2022, eq. 4);
 - ``approach2``: 2+ budgets with 3+ sizes and an interior parabola minimum (:func:`fit_approach2`);
 - ``frontier``: 2+ budgets with 3+ sizes and an interior minimum (4+ with a free floor), a floor below
-  every budget's minimum loss, and minima that decrease with compute (:mod:`raylm.scaling.frontier`);
+  every budget's minimum loss, and minima that decrease with compute (:mod:`raylm.scaling.fit.frontier`);
   ``frontier_free`` the same with 4+ such budgets, ``power_law`` with E = 0;
-- ``approach1``: training curves of 2+ runs whose envelope changes model size (:mod:`raylm.scaling.approach1`).
+- ``approach1``: training curves of 2+ runs whose envelope changes model size (:mod:`raylm.scaling.fit.approach1`).
 """
 
 from __future__ import annotations
@@ -18,20 +18,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from raylm.errors import UserError
-from raylm.scaling.approach1 import Approach1Fit, Approach1Unavailable, fit_approach1
-from raylm.scaling.approach2 import Approach2Fit, Approach2Unavailable, fit_approach2, group_budgets
-from raylm.scaling.approach3 import DEFAULT_DELTA, Approach3Fit, fit_approach3
 from raylm.scaling.curves import CurveData
 from raylm.scaling.data import ScalingData
-from raylm.scaling.frontier import (
+from raylm.scaling.fit.approach1 import Approach1Fit, Approach1Unavailable, fit_approach1
+from raylm.scaling.fit.approach2 import Approach2Fit, Approach2Unavailable, fit_approach2, group_budgets
+from raylm.scaling.fit.approach3 import DEFAULT_DELTA, Approach3Fit, fit_approach3
+from raylm.scaling.fit.frontier import (
     MIN_BUDGETS_FREE_FLOOR,
     FrontierLaw,
     FrontierUnavailable,
     check_frontier_inputs,
     fit_frontier,
 )
-from raylm.scaling.predict import parse_budgets
-from raylm.scaling.predictors import (
+from raylm.scaling.predict.approaches import parse_budgets
+from raylm.scaling.predict.predictors import (
     APPROACHES,
     Estimates,
     Layout,
@@ -47,9 +47,9 @@ class FitOptions:
 
     ``floor``: the frontier's E, ``"approach3"`` (the Approach 3 fit's E), a number, or None (fitted,
     4+ budgets). ``engine``: the Approach 3 search, ``"vp"`` (variable projection, then the published
-    objective polished; :mod:`raylm.scaling.vpnls`) or ``"batched"`` from the ``starts`` grid
+    objective polished; :mod:`raylm.scaling.fit.vpnls`) or ``"batched"`` from the ``starts`` grid
     (``"coarse"``: 243 starts, ``"full"``: 4,500, or rows). ``isoflop_budgets``/``isoflop_tolerance``: how
-    runs group into budgets (:func:`raylm.scaling.approach2.group_budgets`). ``curve_points``/``min_runs``:
+    runs group into budgets (:func:`raylm.scaling.fit.approach2.group_budgets`). ``curve_points``/``min_runs``:
     Approach 1's grid.
     """
 

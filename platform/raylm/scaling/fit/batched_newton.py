@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raylm.scaling.blocks import run_blocks
+from raylm.scaling.fit.blocks import run_blocks
 
 # evaluate(theta (k, p), rows (k,)) -> f (k,), g (k, p), H (k, p, p) for the problems `rows`.
 Evaluate = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]

@@ -8,14 +8,14 @@ Here the interval of a prediction L_hat at target budget C is
 
 - r = C / (the largest budget fitted): the interval grows with the extrapolation ratio;
 - s: the data's own extrapolation error, the RMS over its leave-future-out cases of every
-  component's ln(pred / actual) / ln(1 + ratio) (:attr:`raylm.scaling.stacking.Choice.scale`;
+  component's ln(pred / actual) / ln(1 + ratio) (:attr:`raylm.scaling.predict.stacking.Choice.scale`;
   0 when there are none);
 - D = ln(max / min) of the available predictors' predictions at C: the interval grows when they
   disagree;
 - q_level: the ``level`` quantile of the conformity scores |ln(L_hat / L_measured)| / u of the
   recommended prediction over every leave-future-out case of the public ladders (split conformal
   prediction, Vovk et al. 2005; Angelopoulos & Bates 2021, section 1 and 2.1; each ladder weighs
-  the same, however many cases it has). The table ships in ``interval_calibration.json``, written
+  the same, however many cases it has). The table ships in ``calibration.json``, written
   by ``bench/ladders.py --write-calibration``; its leave-one-ladder-out coverage (the honest figure)
   is reported beside the in-sample one in docs/scaling.md.
 """
@@ -30,7 +30,7 @@ import numpy as np
 
 from raylm.errors import UserError
 
-CALIBRATION_FILE = Path(__file__).with_name("interval_calibration.json")
+CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 
 
 def interval_scale(ratio, spread, scale: float) -> np.ndarray:
@@ -60,7 +60,7 @@ def weighted_quantile(scores, groups, level: float) -> float:
 
 
 def calibration_table(scores, groups, levels=None) -> dict:
-    """The quantile per level, as written to ``interval_calibration.json``."""
+    """The quantile per level, as written to ``calibration.json``."""
     levels = np.round(np.arange(0.5, 0.991, 0.01), 2) if levels is None else levels
     return {"levels": [float(v) for v in levels],
             "quantiles": [weighted_quantile(scores, groups, float(v)) for v in levels]}

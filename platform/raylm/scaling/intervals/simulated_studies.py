@@ -1,4 +1,4 @@
-"""Run the simulated studies behind every predictor's interval (the method: :mod:`raylm.scaling.intervals`).
+"""Run the simulated studies behind every predictor's interval (the method: :mod:`raylm.scaling.intervals.simulated`).
 
 Each simulated data set goes through what the data went through: every predictor refit (Approach 3
 from the data's best optima, the rest in closed form), and the backtest (largest budget held out,
@@ -12,11 +12,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from raylm.scaling.backtest import Backtest, held_out_best_rows
-from raylm.scaling.intervals import CHECK_LEVEL, NoiseEstimate, backtest_scale, pivot_interval, simulate
-from raylm.scaling.objective import log_predict
-from raylm.scaling.pointfit import PointFit
-from raylm.scaling.predictors import estimate_rows, law_rows, refit_law_rows
+from raylm.scaling.backtest.largest_budget import Backtest, held_out_best_rows
+from raylm.scaling.fit.objective import log_predict
+from raylm.scaling.intervals.simulated import CHECK_LEVEL, NoiseEstimate, backtest_scale, pivot_interval, simulate
+from raylm.scaling.predict.pointfit import PointFit
+from raylm.scaling.predict.predictors import estimate_rows, law_rows, refit_law_rows
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class SimulatedIntervals:
 def simulated_intervals(point: PointFit, test: Backtest, noise: NoiseEstimate, budgets, options,
                         delta: float) -> SimulatedIntervals:
     """Simulate ``options.simulations`` studies from the Approach 3 fit of ``point`` and build every predictor's
-    interval at ``options.level`` (``options``: :class:`raylm.scaling.recommend.IntervalOptions`)."""
+    interval at ``options.level`` (``options``: :class:`raylm.scaling.predict.recommend.IntervalOptions`)."""
     level, size, warm_starts = options.level, options.simulations, options.warm_starts
     rng = np.random.default_rng(options.seed)
     layout, theta, law = point.layout, point.theta, point.approach3.law

@@ -1,22 +1,22 @@
 """Every loss predictor as an array program over rows: S data sets in, S predictions per target out.
 
 One code path serves the point estimate (one row: the measured losses), the backtest (one row of a
-subset) and the parametric bootstrap (S simulated rows, :mod:`raylm.scaling.intervals`). Predictors:
+subset) and the parametric bootstrap (S simulated rows, :mod:`raylm.scaling.intervals.simulated`). Predictors:
 
 - ``approach3``: the Chinchilla law L = E + A/N^alpha + B/D^beta (Hoffmann et al. 2022, section 3.3),
   its optimum N*, D*, L* in closed form (their eq. 4); rows are refit by the batched Newton method
-  from the full-data optima (:mod:`raylm.scaling.approach3`).
+  from the full-data optima (:mod:`raylm.scaling.fit.approach3`).
 - ``approach2``: IsoFLOP parabolas of the loss in ln N, their interior minima, N* = k_N C^a by least
   squares in log-log space (section 3.2), D* = C / (6 N*); its loss is the Approach 3 law of the same
   row at that allocation (Approach 2 has no loss law of its own).
 - ``frontier``: per-budget minimum losses (the parabola minimum where it is interior to the sizes,
   else the lowest measured loss of the budget, an upper bound) fitted by L*(C) = E + (C0/C)^gamma
-  (:mod:`raylm.scaling.frontier`, Kaplan et al. 2020 with a floor); E pinned to the same row's
+  (:mod:`raylm.scaling.fit.frontier`, Kaplan et al. 2020 with a floor); E pinned to the same row's
   Approach 3 E by default. N*, D* from Approach 2's power law where the row has one, else Approach 3's.
 - ``frontier_free``: the same frontier with E fitted too (4+ budgets with interior minima); skipped
   when the main frontier's floor is already free.
 - ``power_law``: the frontier with E = 0, L*(C) = (C0/C)^gamma (Kaplan et al. 2020, eq. 1.4).
-- ``approach1``: the envelope of training curves (:mod:`raylm.scaling.approach1`, section 3.1).
+- ``approach1``: the envelope of training curves (:mod:`raylm.scaling.fit.approach1`, section 3.1).
 
 Frontier minima come only from budgets whose parabola minimum is interior to the sizes trained: a
 budget whose best run is its smallest or largest model has not measured its minimum (its lowest
@@ -29,18 +29,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from raylm.scaling.approach1 import EnvelopeGrid, approach1_rows
-from raylm.scaling.approach2 import MIN_RUNS_PER_BUDGET, group_budgets
-from raylm.scaling.batched_newton import minimize_batched
 from raylm.scaling.data import ScalingData
-from raylm.scaling.frontier import (
+from raylm.scaling.fit.approach1 import EnvelopeGrid, approach1_rows
+from raylm.scaling.fit.approach2 import MIN_RUNS_PER_BUDGET, group_budgets
+from raylm.scaling.fit.batched_newton import minimize_batched
+from raylm.scaling.fit.frontier import (
     MIN_BUDGETS_FREE_FLOOR,
     MIN_BUDGETS_PINNED_FLOOR,
     fit_frontier_rows,
     frontier_rows_predict,
 )
+from raylm.scaling.fit.objective import _BLOCK_ELEMENTS, LogData, objective_grad_hess
 from raylm.scaling.laws import FLOPS_PER_PARAM_TOKEN
-from raylm.scaling.objective import _BLOCK_ELEMENTS, LogData, objective_grad_hess
 
 #: Every predictor, in the order that breaks ties in the backtest.
 APPROACHES = ("frontier", "approach3", "approach2", "frontier_free", "power_law", "approach1")

@@ -1,17 +1,18 @@
 """One call from a finished IsoFLOP grid to a recommended, honest prediction for bigger budgets.
 
-``recommend(data, targets)`` fits every predictor (:mod:`raylm.scaling.predictors`: Approaches 1, 2
+``recommend(data, targets)`` fits every predictor (:mod:`raylm.scaling.predict.predictors`: Approaches 1, 2
 and 3 of Hoffmann et al. 2022, the compute frontier L*(C) = E + (C0/C)^gamma with its floor pinned
 to the law's E, fitted, or 0), scores them on the data's own leave-future-out cases
-(:mod:`raylm.scaling.leave_future_out`: fit up to each earlier budget, predict the later ones) and
-recommends by the rule of :mod:`raylm.scaling.stacking`: their stacked combination with weights
+(:mod:`raylm.scaling.backtest.leave_future_out`: fit up to each earlier budget, predict the later ones) and
+recommends by the rule of :mod:`raylm.scaling.predict.stacking`: their stacked combination with weights
 learnt from those cases, one predictor when there are too few, the frontier without any. The
 recommended interval is calibrated on real extrapolation errors
-(:mod:`raylm.scaling.calibrated_intervals`: it grows with the extrapolation ratio, the data's own
+(:mod:`raylm.scaling.intervals.calibrated`: it grows with the extrapolation ratio, the data's own
 backtest errors and the predictors' disagreement); every predictor keeps its own simulated
-interval (:mod:`raylm.scaling.intervals`, run by :mod:`raylm.scaling.calibration`: a parametric
-bootstrap with the run noise, which knows only the noise of the law it assumes). ``backtest`` is
-the largest budget held out, reported per predictor.
+interval (:mod:`raylm.scaling.intervals.simulated`, run by
+:mod:`raylm.scaling.intervals.simulated_studies`: a parametric bootstrap with the run noise, which
+knows only the noise of the law it assumes). ``backtest`` is the largest budget held out, reported
+per predictor.
 """
 
 from __future__ import annotations
@@ -22,25 +23,25 @@ import numpy as np
 
 from raylm.errors import UserError
 from raylm.json_safe import json_safe
-from raylm.scaling.approach3 import Approach3Fit
-from raylm.scaling.backtest import Backtest, run_backtest
-from raylm.scaling.calibrated_intervals import calibrated_bounds, interval_scale, spread_of
-from raylm.scaling.calibration import SimulatedIntervals, simulated_intervals
+from raylm.scaling.backtest.largest_budget import Backtest, run_backtest
+from raylm.scaling.backtest.leave_future_out import Ladder, Record, cut_fits, records_of
 from raylm.scaling.curves import CurveData
 from raylm.scaling.data import ScalingData
-from raylm.scaling.intervals import NoiseEstimate, estimate_noise
-from raylm.scaling.leave_future_out import Ladder, Record, cut_fits, records_of
-from raylm.scaling.objective import log_predict
-from raylm.scaling.pointfit import FitOptions, PointFit, fit_point
-from raylm.scaling.predict import parse_budgets
-from raylm.scaling.prediction import NAN_PAIR, Prediction
-from raylm.scaling.predictors import isoflop_residuals
-from raylm.scaling.stacking import STACKED, Choice, choose
+from raylm.scaling.fit.approach3 import Approach3Fit
+from raylm.scaling.fit.objective import log_predict
+from raylm.scaling.intervals.calibrated import calibrated_bounds, interval_scale, spread_of
+from raylm.scaling.intervals.simulated import NoiseEstimate, estimate_noise
+from raylm.scaling.intervals.simulated_studies import SimulatedIntervals, simulated_intervals
+from raylm.scaling.predict.approaches import parse_budgets
+from raylm.scaling.predict.pointfit import FitOptions, PointFit, fit_point
+from raylm.scaling.predict.prediction import NAN_PAIR, Prediction
+from raylm.scaling.predict.predictors import isoflop_residuals
+from raylm.scaling.predict.stacking import STACKED, Choice, choose
 
 INTERVAL_METHOD = ("per predictor: parametric bootstrap from the Approach 3 fit with the run noise, basic (pivot) "
                    "interval, widened when the real backtest error lies beyond one standard deviation of the "
                    "simulated ones; recommended: calibrated on the public ladders' extrapolation errors "
-                   "(raylm.scaling.calibrated_intervals)")
+                   "(raylm.scaling.intervals.calibrated)")
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def recommend(data: ScalingData, targets, curves: CurveData | None = None, *, fi
     """Predict N*, D* and the loss at every target budget with every predictor; recommend one.
 
     ``targets``: FLOPs (numbers or '1e21,3e21' strings). ``fit``: how every predictor is fitted
-    (:class:`~raylm.scaling.pointfit.FitOptions`); ``intervals``: :class:`IntervalOptions`.
+    (:class:`~raylm.scaling.predict.pointfit.FitOptions`); ``intervals``: :class:`IntervalOptions`.
     ``backtest=False`` skips the largest-budget backtest. ``approach3``: an Approach 3 fit of the same
     ``data`` (and delta) to reuse. See the module docstring for the rule.
     """
@@ -197,7 +198,8 @@ def _recommended(point: PointFit, choice: Choice, budgets: list[float], level: f
         low, high = np.fmin(low, b_low), np.fmax(high, b_high)
         run_low, run_high = np.fmin(run_low, r_low), np.fmax(run_high, r_high)
     return [Prediction(choice.approach, c, float(n_opt[i]), float(c / (6.0 * n_opt[i])), float(loss[i]), level,
-                       loss_interval=(float(low[i]), float(high[i])), run_interval=(float(run_low[i]), float(run_high[i])))
+                       loss_interval=(float(low[i]), float(high[i])),
+                       run_interval=(float(run_low[i]), float(run_high[i])))
             for i, c in enumerate(budgets)]
 
 

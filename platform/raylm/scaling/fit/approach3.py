@@ -12,19 +12,19 @@ a, b in {0, 5, ..., 25} (4,500 starts); the lowest objective wins. A = exp(a), B
 How it is computed here (same objective, same starts, lowest objective wins; about 100x faster):
 
 1. every start runs at once through a batched trust-region Newton method with the exact gradient
-   and Hessian (:mod:`raylm.scaling.batched_newton`), for at most ``MAX_ITER`` (150) iterations each
+   and Hessian (:mod:`raylm.scaling.fit.batched_newton`), for at most ``MAX_ITER`` (150) iterations each
    (a start still creeping along a plateau then stops where it is, as an L-BFGS run stops on its
    tolerances; the best optimum is reached by hundreds of starts well within the budget);
 2. the ``POLISH`` (5) best distinct end points are finished with ``scipy.optimize.minimize``
    (L-BFGS-B, analytic gradient, tight tolerances); the lowest objective of all wins.
 
 ``engine="vp"`` replaces the 4,500-start grid by a handful of starts from variable projection
-(:mod:`raylm.scaling.vpnls`; the VPNLS fit of the Open-Athena scaling-law-analysis project, 2026):
+(:mod:`raylm.scaling.fit.vpnls`; the VPNLS fit of the Open-Athena scaling-law-analysis project, 2026):
 for fixed (alpha, beta) the law is linear in (E, A, B) >= 0, so those come from an exact
 non-negative least-squares solve (on relative residuals, about the log residuals) and only the two
 exponents are searched, over a grid and then locally. The ``VP_STARTS`` best distinct profile
 optima (each with a copy that revives any term the NNLS set to 0, see
-:func:`~raylm.scaling.vpnls.vp_starts`) are then finished on the published Huber objective exactly
+:func:`~raylm.scaling.fit.vpnls.vp_starts`) are then finished on the published Huber objective exactly
 as above (batched Newton, then L-BFGS-B); the lowest objective wins. A string ``starts`` is
 ignored by this engine; explicit rows are polished alongside the VP starts. Some 50x faster than
 the batched grid, and the same optimum on the synthetic and public ladders the tests check.
@@ -48,12 +48,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from raylm.errors import UserError
-from raylm.scaling.batched_newton import minimize_batched
-from raylm.scaling.bootstrap import BootstrapSummary
 from raylm.scaling.data import ScalingData
+from raylm.scaling.fit.batched_newton import minimize_batched
+from raylm.scaling.fit.bootstrap import BootstrapSummary
+from raylm.scaling.fit.objective import LogData, objective, objective_and_grad, objective_grad_hess
+from raylm.scaling.fit.vpnls import vp_starts
 from raylm.scaling.laws import ChinchillaLaw
-from raylm.scaling.objective import LogData, objective, objective_and_grad, objective_grad_hess
-from raylm.scaling.vpnls import vp_starts
 
 ENGINES = ("batched", "scipy", "vp")
 

@@ -1,7 +1,7 @@
 """The one prediction type: a predictor's compute-optimal allocation at one budget, with intervals.
 
 N*(C), D*(C) = C / (6 N*) and the loss L* at budget C (Hoffmann et al. 2022, eq. 4 for Approach 3,
-section 3.2 for Approach 2; :mod:`raylm.scaling.predictors` for the others). Every interval is at
+section 3.2 for Approach 2; :mod:`raylm.scaling.predict.predictors` for the others). Every interval is at
 ``level`` and is (nan, nan) when the predictor has none: ``loss_interval`` should hold the true
 compute-optimal loss, ``run_interval`` one verification run's measured loss (it adds one run's
 noise), ``n_opt_interval`` and ``d_opt_interval`` the allocation.

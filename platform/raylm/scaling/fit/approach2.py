@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from raylm.errors import UserError
-from raylm.scaling.bootstrap import percentile_interval
 from raylm.scaling.data import ScalingData
+from raylm.scaling.fit.bootstrap import percentile_interval
 from raylm.scaling.laws import FLOPS_PER_PARAM_TOKEN
 
 MIN_RUNS_PER_BUDGET = 3  # a parabola has three coefficients

@@ -1,10 +1,10 @@
 """Leave-future-out backtest of a whole ladder: every cut, every later budget, every predictor.
 
-For each cut with at least ``min_measured`` measured budgets (:mod:`raylm.scaling.leave_future_out`)
+For each cut with at least ``min_measured`` measured budgets (:mod:`raylm.scaling.backtest.leave_future_out`)
 every predictor is fitted on the budgets up to the cut and predicts every later budget; the
 recommended prediction is made exactly as a study makes it: the rule of
-:mod:`raylm.scaling.stacking` learns its weights from the cases *before* the cut only (earlier cuts
-predicting budgets up to the cut), and the interval of :mod:`raylm.scaling.calibrated_intervals`
+:mod:`raylm.scaling.predict.stacking` learns its weights from the cases *before* the cut only (earlier cuts
+predicting budgets up to the cut), and the interval of :mod:`raylm.scaling.intervals.calibrated`
 uses those cases' errors and the predictors' disagreement. Nothing after the cut is seen.
 
 Each case reports the relative error of the predicted loss against the measured best loss of that
@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from raylm.scaling.calibrated_intervals import calibrated_quantile, interval_scale, spread_of
+from raylm.scaling.backtest.leave_future_out import Ladder, Record, cut_fits, records_of
 from raylm.scaling.data import ScalingData
-from raylm.scaling.leave_future_out import Ladder, Record, cut_fits, records_of
-from raylm.scaling.pointfit import FitOptions
-from raylm.scaling.stacking import choose
+from raylm.scaling.intervals.calibrated import calibrated_quantile, interval_scale, spread_of
+from raylm.scaling.predict.pointfit import FitOptions
+from raylm.scaling.predict.stacking import choose
 
 RECOMMENDED = "recommended"
 #: Extrapolation-ratio buckets of the summary: (label, low, high], the first closed below at 1.

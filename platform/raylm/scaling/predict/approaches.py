@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 
 from raylm.errors import UserError
-from raylm.scaling.approach2 import Approach2Fit
-from raylm.scaling.approach3 import Approach3Fit
-from raylm.scaling.bootstrap import percentile_interval
+from raylm.scaling.fit.approach2 import Approach2Fit
+from raylm.scaling.fit.approach3 import Approach3Fit
+from raylm.scaling.fit.bootstrap import percentile_interval
 from raylm.scaling.laws import FLOPS_PER_PARAM_TOKEN
-from raylm.scaling.prediction import NAN_PAIR, Prediction
+from raylm.scaling.predict.prediction import NAN_PAIR, Prediction
 
 
 def parse_budgets(values) -> list[float]:
