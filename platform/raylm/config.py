@@ -13,9 +13,11 @@ The config crosses process boundaries as a plain dict (Ray's
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from raylm.config_errors import invalid
 from raylm.errors import ConfigError
@@ -202,12 +204,27 @@ class FaultsConfig(Section):
     nan_at_step: Optional[int] = Field(None, ge=1, description="Make the loss NaN at this step (divergence test).")
 
 
+DEFAULT_TRACKING_DB = "mlflow.db"
+
+
+def resolved_tracking_uri(uri: str | None, cwd: Path | None = None) -> str:
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``; a SQLite path made absolute
+    against ``cwd`` (default: the current directory): a relative one would resolve differently in
+    every process that opens it. Absolute URIs come back unchanged."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_TRACKING_DB}"
+    if uri.startswith("sqlite:///"):
+        uri = f"sqlite:///{((cwd or Path.cwd()) / uri.removeprefix('sqlite:///')).resolve()}"
+    return uri
+
+
 class TrackingConfig(Section):
     """MLflow tracking: where runs go and under which experiment."""
 
     enabled: bool = True
     tracking_uri: Optional[str] = Field(
-        None, description="MLflow URI; defaults to $MLFLOW_TRACKING_URI, then sqlite:///mlflow.db."
+        None, description="MLflow URI; defaults to $MLFLOW_TRACKING_URI, then sqlite:///mlflow.db. Resolved "
+        "once, when the config is built: a relative SQLite path is made absolute against the directory of the "
+        "process that builds it (the driver), so every worker opens the same file.", validate_default=True
     )
     experiment: str = "raylm"
     run_name: Optional[str] = None
@@ -215,6 +232,11 @@ class TrackingConfig(Section):
         10.0, ge=0, description="Seconds between samples of CPU, memory, disk, network and GPU use, logged by "
         "the first worker of each node as system/... metrics (MLflow's names); 0 turns them off."
     )
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _resolve_uri(cls, uri: str | None) -> str:
+        return resolved_tracking_uri(uri)
 
 
 class RunConfig(Section):

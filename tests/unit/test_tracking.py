@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 import warnings
 
-from raylm.config import TrackingConfig
-from raylm.tracking.mlflow_run import MlflowRun, resolve_tracking_uri
+from raylm.config import TrackingConfig, resolved_tracking_uri
+from raylm.tracking.mlflow_run import MlflowRun
 
 
 def test_run_logs_params_metrics_and_artifacts(tmp_path):
@@ -42,11 +42,19 @@ def test_unreachable_server_warns_and_carries_on():
     assert any("training goes on without tracking" in str(w.message) for w in caught)
 
 
-def test_tracking_uri_defaults(tmp_path, monkeypatch):
+def test_tracking_uri_is_resolved_once_when_the_config_is_built(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert resolve_tracking_uri(TrackingConfig(), tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert TrackingConfig().tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert resolve_tracking_uri(TrackingConfig(), tmp_path) == "http://127.0.0.1:5000"
+    assert TrackingConfig().tracking_uri == "http://127.0.0.1:5000"
     # a relative SQLite path is made absolute against the driver's directory (trials run elsewhere)
-    assert resolve_tracking_uri(TrackingConfig(tracking_uri="sqlite:///x.db"), tmp_path) == f"sqlite:///{tmp_path}/x.db"
-    assert resolve_tracking_uri(TrackingConfig(tracking_uri="sqlite:////abs/x.db"), tmp_path) == "sqlite:////abs/x.db"
+    built = TrackingConfig(tracking_uri="sqlite:///x.db")
+    assert built.tracking_uri == f"sqlite:///{tmp_path}/x.db"
+    assert TrackingConfig(tracking_uri="sqlite:////abs/x.db").tracking_uri == "sqlite:////abs/x.db"
+    # the resolved URI travels: rebuilt in another directory (a worker), it names the same file
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    assert TrackingConfig(**built.model_dump()).tracking_uri == built.tracking_uri
+    assert resolved_tracking_uri("sqlite:///y.db", tmp_path) == f"sqlite:///{tmp_path}/y.db"

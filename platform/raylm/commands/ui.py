@@ -82,15 +82,13 @@ def _ui(args: argparse.Namespace) -> int:
 
 def _store(args: argparse.Namespace) -> tuple[str, str]:
     """The store to serve and the experiment runs go to, from the arguments and the config."""
+    from raylm.config import resolved_tracking_uri
     from raylm.config_load import load_config, parse_override_args
-    from raylm.tracking.mlflow_run import resolve_tracking_uri
 
     cfg = load_config(args.file, parse_override_args(args.overrides))
-    tracking = cfg.tracking
-    if args.backend_store_uri:
-        tracking = tracking.model_copy(update={"tracking_uri": args.backend_store_uri})
     # a relative SQLite path means the same file here as for `raylm train` run here
-    return resolve_tracking_uri(tracking), cfg.tracking.experiment
+    uri = resolved_tracking_uri(args.backend_store_uri) if args.backend_store_uri else cfg.tracking.tracking_uri
+    return uri, cfg.tracking.experiment
 
 
 def _experiment_link(url: str, experiment: str) -> str | None:

@@ -1,7 +1,8 @@
 """MLflow logging that never stops training.
 
-The tracking URI is ``tracking.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else a SQLite
-file ``mlflow.db`` in the working directory (its artifacts beside it in ``mlartifacts/``).
+The tracking URI is ``tracking.tracking_uri``, resolved once when the config was built
+(:func:`raylm.config.resolved_tracking_uri`: else ``$MLFLOW_TRACKING_URI``, else a SQLite file
+``mlflow.db`` in the driver's working directory; its artifacts beside it in ``mlartifacts/``).
 An unreachable server is reported once as a warning; training goes on without tracking.
 Only the tracking writer (:mod:`raylm.tracking.writer`, an actor on the driver's node) uses
 this class; everything else logs through the writer. A run that restarts after a failure keeps
@@ -21,18 +22,7 @@ from raylm.config import TrackingConfig
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 
-DEFAULT_DB = "mlflow.db"
 PARAM_VALUE_LIMIT = 6000
-
-
-def resolve_tracking_uri(tracking: TrackingConfig, cwd: Path | None = None) -> str:
-    """The store's URI, with any SQLite path made absolute against ``cwd`` (the driver's directory):
-    a relative path would resolve differently in every process that opens it."""
-    uri = tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_DB}"
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///"))
-        uri = f"sqlite:///{((cwd or Path.cwd()) / path).resolve()}"
-    return uri
 
 
 def artifact_root(uri: str) -> str | None:
@@ -58,7 +48,7 @@ class MlflowRun:
         With ``reuse_tag=(key, value)``, a run of the experiment already carrying that tag is reopened
         instead (set RUNNING again unless it finished): a resumed sweep's trial keeps its one run.
         """
-        uri = resolve_tracking_uri(tracking)
+        uri = tracking.tracking_uri
         if not tracking.enabled:
             return cls(uri, None, enabled=False)
         run = cls(uri, None)

@@ -142,10 +142,8 @@ class RemoteRun:
               tags: dict[str, str] | None = None, reuse_tag: tuple[str, str] | None = None) -> RemoteRun:
         """Create a run in the store (or reopen the unfinished run tagged ``reuse_tag``)."""
         import ray
-        from raylm.tracking.mlflow_run import resolve_tracking_uri
 
-        absolute = tracking.model_copy(update={"tracking_uri": resolve_tracking_uri(tracking)})
-        handle = ray.get(_writer(writer_name).start_run.remote(absolute.model_dump(), run_name, parent_run_id,
+        handle = ray.get(_writer(writer_name).start_run.remote(tracking.model_dump(), run_name, parent_run_id,
                                                                tags, reuse_tag))
         return cls(writer_name, handle)
 

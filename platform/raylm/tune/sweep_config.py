@@ -140,8 +140,4 @@ def absolute_paths(base: dict[str, Any], cwd: Path | None = None) -> dict[str, A
         cfg["data"]["corpus"] = fix(cfg["data"]["corpus"])
     if cfg["data"]["tokenizer"].endswith(".json"):
         cfg["data"]["tokenizer"] = fix(cfg["data"]["tokenizer"])
-    from raylm.tracking.mlflow_run import resolve_tracking_uri
-
-    tracking = RunConfig.from_dict(cfg).tracking
-    cfg["tracking"]["tracking_uri"] = resolve_tracking_uri(tracking, cwd) if tracking.enabled else None
-    return cfg
+    return cfg  # tracking.tracking_uri was made absolute when the config was built
