@@ -12,16 +12,18 @@ import difflib
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from raylm.config import RunConfig
 from raylm.config_errors import field_annotation, invalid, is_model_type
 from raylm.errors import ConfigError
 
 # Scalar keys outside any section (``name``, ``output_dir``): overridable as ``--name VALUE``.
+M = TypeVar("M", bound=BaseModel)
+
 TOP_LEVEL_KEYS = frozenset(k for k, f in RunConfig.model_fields.items() if not is_model_type(f.annotation))
 
 
@@ -126,6 +128,15 @@ def load_config(path: str | Path | None = None, overrides: Iterable[tuple[str, A
     overrides = list(overrides)
     merged = apply_overrides(data, overrides)
     return validate(merged, str(path) if path else "<defaults>", {key for key, _ in overrides})
+
+
+def load_file(path: Path, model: type[M], kind: str) -> M:
+    """Read the YAML file ``path`` and validate it as ``model`` (a sweep or study file); every problem is
+    listed in one :class:`ConfigError`, with the same hints as a run config's."""
+    try:
+        return model.model_validate(read_yaml(path))
+    except ValidationError as exc:
+        raise invalid(exc, model, str(path), kind) from None
 
 
 def validate(data: Mapping[str, Any], source: str = "<dict>", overridden: set[str] = frozenset()) -> RunConfig:

@@ -44,14 +44,13 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def _plan(study, address) -> int:
-    from raylm.config import RunConfig
     from raylm.parallel.plan import make_plan
-    from raylm.study.grid import build_grid, point_run
+    from raylm.study.grid import build_grid, point_config
     from raylm.study.plan import plan_text
     from raylm.study.run import check_corpus
 
     grid = build_grid(study)  # impossible grids stop here, before Ray starts
-    first = RunConfig.from_dict(point_run(study, grid[0]))
+    first = point_config(study, grid[0])
     make_plan(first)
     import os
 

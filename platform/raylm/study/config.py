@@ -19,14 +19,14 @@ Everything is checked when the file is loaded (:mod:`raylm.study.grid` checks th
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from raylm.config import Section
-from raylm.config_errors import invalid
-from raylm.config_load import read_yaml
+from raylm.config import RunConfig, Section
+from raylm.config_load import load_file
 from raylm.tune.sweep_config import TrialsConfig, load_base_run
 
 
@@ -104,6 +104,11 @@ class Study:
     def __init__(self, config: StudyConfig, base: dict[str, Any], source: str):
         self.config, self.base, self.source = config, base, source
 
+    @cached_property
+    def base_config(self) -> RunConfig:
+        """The base run, validated once."""
+        return RunConfig.from_dict(self.base)
+
     def to_dict(self) -> dict[str, Any]:
         return {**self.config.model_dump(mode="json"), "base": self.base}
 
@@ -111,11 +116,7 @@ class Study:
 def load_study(path: str | Path, overrides: list[tuple[str, str]] = ()) -> Study:
     """Read and check a study file; ``overrides`` (``--train.lr 1e-3``) apply to the base run."""
     path = Path(path)
-    data = read_yaml(path)
-    try:
-        config = StudyConfig.model_validate(data)
-    except ValidationError as exc:
-        raise invalid(exc, StudyConfig, str(path), "study file") from None
+    config = load_file(path, StudyConfig, "study file")
     return Study(config, load_base_run(config.base, path, overrides, "study"), str(path))
 
 

@@ -46,7 +46,7 @@ class StudyPoint:
 
 def family_of(study: Study) -> ModelFamily:
     fam = study.config.family
-    model_base = {**RunConfig.from_dict(study.base).model.model_dump(mode="json"), **fam.base}
+    model_base = {**study.base_config.model.model_dump(mode="json"), **fam.base}
     for key in ("d_model", "n_layers", "n_heads", "d_ff", "n_kv_heads", "n_decoder_layers"):
         model_base.pop(key, None)
     model_base["max_seq_len"] = max(model_base.get("max_seq_len", 0), study.config.seq_len)
@@ -122,6 +122,11 @@ def _short(n: float) -> str:
 def point_run(study: Study, point: StudyPoint) -> dict:
     """The point's full run config as a plain dict."""
     return apply_overrides(study.base, list(point.overrides.items()))
+
+
+def point_config(study: Study, point: StudyPoint) -> RunConfig:
+    """The point's full run config, validated (impossible points fail here with the point named)."""
+    return RunConfig.from_dict(point_run(study, point), f"the study's point {point.label}")
 
 
 def point_key(study: Study, point: StudyPoint, manifest_key: str) -> str:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import math
 import time
 
-from raylm.config import RunConfig
 from raylm.study.config import Study
-from raylm.study.grid import StudyPoint, build_grid, format_grid, point_run, verification_point
+from raylm.study.grid import StudyPoint, build_grid, format_grid, point_config, verification_point
 
 TRIAL_OVERHEAD_S = 30.0  # start-up and tear-down of one trial, two at a time on 2 cores (docs/studies.md, bench/)
 PROBE_STEPS = 3
@@ -22,7 +21,7 @@ def probe_tokens_per_second(study: Study, point: StudyPoint, threads: int) -> fl
     from raylm.model import build_model
     from raylm.train.optimizers import build_optimizer
 
-    cfg = RunConfig.from_dict(point_run(study, point))
+    cfg = point_config(study, point)
     previous = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     try:
@@ -59,7 +58,7 @@ def plan_text(study: Study, train_tokens: int | None, cpus: float) -> str:
                      f"has {train_tokens:,} training tokens ({epochs:.2f} epochs){note}")
     else:
         lines.append("data: not tokenized yet (raylm tokenize builds the shards; the study does it first)")
-    base = RunConfig.from_dict(point_run(study, grid[0]))
+    base = point_config(study, grid[0])
     threads = max(1, int(base.parallel.cpus_per_worker))
     per_trial_cpus = base.parallel.num_workers * base.parallel.cpus_per_worker
     at_once = max(1, int(cpus // per_trial_cpus)) if per_trial_cpus else 1

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raylm.config import RunConfig, flatten
+from raylm.config import flatten
 from raylm.errors import UserError
 from raylm.study.analysis import fit_results, headline_metrics, usable_points, verification_points
 from raylm.study.config import Study
-from raylm.study.grid import StudyPoint, build_grid, point_key, point_run
+from raylm.study.grid import StudyPoint, build_grid, point_config, point_key
 from raylm.study.publish import log_parent
 from raylm.study.results import PointResult, StudyOutcome
 from raylm.tune.context import TrialContext
@@ -70,7 +70,7 @@ def run_study(study: Study, address: str | None = None, log=print) -> StudyOutco
     check_local_directory(study.config.output_dir, "the study's output_dir", "study")
     started = time.time()
     grid = build_grid(study)
-    first = RunConfig.from_dict(point_run(study, grid[0]), "the study's first grid point")
+    first = point_config(study, grid[0])
     with DriverSession.open(first, study.config.trials.max_concurrent_trials, address, log) as session:
         driver = _driver(study, session, grid, log)
         results = driver.train(grid)

@@ -23,7 +23,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from raylm.config import RunConfig, flatten
+from raylm.config import flatten
 from raylm.config_load import apply_overrides, validate
 from raylm.errors import ConfigError
 
@@ -47,7 +47,7 @@ def check_search(search: Mapping[str, Any], base: dict[str, Any]) -> dict[str, d
     """Validate every entry of ``search`` against the base config; returns ``{key: {kind, values, given}}``."""
     if not isinstance(search, Mapping) or not search:
         raise ConfigError("search: give at least one key to vary, e.g. train.lr: {loguniform: [1.0e-4, 1.0e-2]}")
-    valid = set(flatten(RunConfig.from_dict(base).to_dict()))
+    valid = set(flatten(base))  # the base run validated, every key present
     specs = {}
     for key, spec in search.items():
         _check_key(key, valid)

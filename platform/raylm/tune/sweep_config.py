@@ -23,12 +23,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from raylm import storage
 from raylm.config import RunConfig, Section
-from raylm.config_errors import invalid
-from raylm.config_load import apply_overrides, read_yaml, validate
+from raylm.config_load import apply_overrides, load_file, read_yaml, validate
 from raylm.errors import ConfigError
 from raylm.tune.space import check_search
 
@@ -90,11 +89,7 @@ METRICS = ("val/loss", "val/perplexity", "train/loss")
 def load_sweep(path: str | Path, overrides: list[tuple[str, str]] = ()) -> Sweep:
     """Read and check a sweep file; ``overrides`` (``--train.max_steps 50``) apply to the base run."""
     path = Path(path)
-    data = read_yaml(path)
-    try:
-        config = SweepConfig.model_validate(data)
-    except ValidationError as exc:
-        raise invalid(exc, SweepConfig, str(path), "sweep file") from None
+    config = load_file(path, SweepConfig, "sweep file")
     if config.metric not in METRICS:
         raise ConfigError(f"{path}: metric '{config.metric}' is not reported by training; use one of "
                           f"{', '.join(METRICS)}")
@@ -122,14 +117,14 @@ def load_base_run(base: str | dict[str, Any], path: Path, overrides, kind: str) 
     else:
         base = dict(base)
     base = apply_overrides(base, overrides)
-    validate(base, f"{source} (the {kind}'s base run)", {k for k, _ in overrides})
-    return absolute_paths(base)
+    return absolute_paths(validate(base, f"{source} (the {kind}'s base run)", {k for k, _ in overrides}))
 
 
-def absolute_paths(base: dict[str, Any], cwd: Path | None = None) -> dict[str, Any]:
-    """Make the run's local paths absolute: Tune runs each trial in its own working directory."""
+def absolute_paths(run: RunConfig, cwd: Path | None = None) -> dict[str, Any]:
+    """The run as a plain dict with its local paths absolute: Tune runs each trial in its own working
+    directory."""
     cwd = cwd or Path.cwd()
-    cfg = RunConfig.from_dict(base).to_dict()
+    cfg = run.to_dict()
 
     def fix(value: str) -> str:  # URIs (s3://, gs://) pass through untouched
         return value if "://" in value else str((cwd / value).resolve())
