@@ -10,7 +10,7 @@ from raylm.scaling.fit.approach2 import fit_approach2
 from raylm.scaling.fit.approach3 import fit_approach3, start_grid
 from raylm.scaling.fit_all import fit_scaling_laws
 from raylm.scaling.laws import BESIROGLU_2024
-from raylm.scaling.predict.approaches import parse_budgets, predict
+from raylm.scaling.predict.approaches import checked_budgets, parse_budgets, predict
 from raylm.scaling.predict.pointfit import FitOptions
 from raylm.scaling.synthetic import synthetic_isoflop
 
@@ -25,7 +25,7 @@ def data():
 def test_predictions_of_both_approaches_with_intervals(data):
     a3 = fit_approach3(data, starts=start_grid("coarse")[::3], bootstrap=100, seed=0)
     a2 = fit_approach2(data, bootstrap=100, seed=0)
-    preds = predict(["1e23", 1e24], a3, a2)
+    preds = predict([1e23, 1e24], a3, a2)
     assert [(p.approach, p.budget) for p in preds] == [
         ("approach3", 1e23), ("approach3", 1e24), ("approach2", 1e23), ("approach2", 1e24)]
     for p in preds:
@@ -46,10 +46,14 @@ def test_parse_budgets_accepts_lists_and_commas():
         parse_budgets(["1e21,lots"])
     with pytest.raises(UserError, match="positive"):
         parse_budgets(["-1e21"])
+    # past the edge, numbers: a comma list is not split again
+    assert checked_budgets(1e21) == [1e21] and checked_budgets([1e21, 3.0e21]) == [1e21, 3e21]
+    with pytest.raises(UserError, match="not a number"):
+        checked_budgets(["1e21,3e21"])
 
 
 def test_report_combines_everything_and_is_json_safe(data):
-    report = fit_scaling_laws(data, targets=["1e23"], fit=FitOptions(starts="coarse"))
+    report = fit_scaling_laws(data, targets=[1e23], fit=FitOptions(starts="coarse"))
     out = report.as_dict()
     assert out["n_points"] == len(data)
     assert {"E", "A", "B", "alpha", "beta", "objective", "a", "b"} <= set(out["approach3"])

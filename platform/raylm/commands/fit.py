@@ -70,6 +70,7 @@ def _fit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from raylm.scaling.io import has_budget_labels, read_csv
+    from raylm.scaling.predict.approaches import parse_budgets
 
     if args.backtest:
         return _backtest(args)
@@ -78,14 +79,15 @@ def _fit(args: argparse.Namespace) -> int:
     from raylm.scaling.predict.recommend import IntervalOptions
 
     data = read_csv(args.csv, args.experiment)
-    groups = args.isoflop_budgets
+    groups = parse_budgets(args.isoflop_budgets)
     if not groups and has_budget_labels(args.csv):
         groups = sorted(set(data.flops.tolist()))
     fit = FitOptions(starts=args.starts, delta=args.delta, isoflop_budgets=groups,
                      isoflop_tolerance=args.isoflop_tolerance)
     intervals = IntervalOptions(level=0.95 if args.level is None else args.level, simulations=args.simulations,
                                 seed=args.seed, noise=args.noise)
-    report = fit_scaling_laws(data, targets=args.budget, fit=fit, intervals=intervals, bootstrap=args.bootstrap,
+    report = fit_scaling_laws(data, targets=parse_budgets(args.budget), fit=fit, intervals=intervals,
+                              bootstrap=args.bootstrap,
                               exclude_highest=args.exclude_highest)
     result = report.as_dict()
     if args.out:
@@ -109,6 +111,7 @@ def _backtest(args: argparse.Namespace) -> int:
     from raylm.json_safe import json_safe
     from raylm.scaling.backtest.ladder import backtest_ladder, format_summary
     from raylm.scaling.io import has_budget_labels, read_csv, read_ladders
+    from raylm.scaling.predict.approaches import parse_budgets
     from raylm.scaling.predict.pointfit import FitOptions
 
     if args.experiment is None:
@@ -119,7 +122,7 @@ def _backtest(args: argparse.Namespace) -> int:
     results = []
     for name, data in ladders.items():
         data = data.without_highest_losses(args.exclude_highest)
-        groups = args.isoflop_budgets or (sorted(set(data.flops.tolist())) if labelled else None)
+        groups = parse_budgets(args.isoflop_budgets) or (sorted(set(data.flops.tolist())) if labelled else None)
         options = FitOptions(starts=args.starts, delta=args.delta, isoflop_budgets=groups,
                              isoflop_tolerance=args.isoflop_tolerance)
         print(f"backtesting {name} ...", file=sys.stderr, flush=True)

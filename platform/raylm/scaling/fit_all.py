@@ -15,7 +15,7 @@ from raylm.json_safe import json_safe
 from raylm.scaling.data import ScalingData
 from raylm.scaling.fit.approach2 import Approach2Fit, Approach2Unavailable, fit_approach2
 from raylm.scaling.fit.approach3 import Approach3Fit, fit_approach3
-from raylm.scaling.predict.approaches import Prediction, parse_budgets, predict
+from raylm.scaling.predict.approaches import Prediction, checked_budgets, predict
 from raylm.scaling.predict.pointfit import FitOptions
 from raylm.scaling.predict.recommend import IntervalOptions, Recommendation, recommend
 
@@ -47,7 +47,7 @@ class FitReport:
 def fit_scaling_laws(data: ScalingData, *, targets=(), fit: FitOptions = FitOptions(starts="full"),
                      intervals: IntervalOptions = IntervalOptions(level=0.95), bootstrap: int = 0,
                      exclude_highest: int = 0) -> FitReport:
-    """Fit both approaches to ``data`` and predict at ``targets`` (FLOPs; numbers or '1e21,3e21' strings).
+    """Fit both approaches to ``data`` and predict at ``targets`` (FLOPs, numbers).
 
     Approach 3 is the published procedure (the ``fit.starts`` grid, Huber ``fit.delta``), Approach 2
     groups runs into budgets by ``fit.isoflop_budgets``/``fit.isoflop_tolerance``
@@ -56,7 +56,7 @@ def fit_scaling_laws(data: ScalingData, *, targets=(), fit: FitOptions = FitOpti
     2024 drop 5). With ``targets``, also :func:`raylm.scaling.predict.recommend.recommend` with ``fit`` and
     ``intervals``, reusing the Approach 3 fit.
     """
-    targets = parse_budgets(targets)
+    targets = checked_budgets(targets)
     data = data.without_highest_losses(exclude_highest)
     level, seed = intervals.level, intervals.seed
     approach3 = fit_approach3(data, starts=fit.starts, delta=fit.delta, bootstrap=bootstrap, seed=seed, level=level)

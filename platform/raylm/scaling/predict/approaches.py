@@ -20,20 +20,22 @@ from raylm.scaling.predict.prediction import NAN_PAIR, Prediction
 
 
 def parse_budgets(values) -> list[float]:
-    """Budgets from numbers or strings such as '1e21' and '1e21,3e21'; raises :class:`UserError`."""
+    """Budgets from the command line: numbers or strings such as '1e21' and '1e21,3e21'; raises
+    :class:`UserError`. Parsed once, at the edge; everything past it takes :func:`checked_budgets`."""
+    return checked_budgets([part.strip() for value in values or [] for part in str(value).split(",") if part.strip()])
+
+
+def checked_budgets(values) -> list[float]:
+    """FLOPs as positive finite floats (a number or a sequence); raises :class:`UserError` otherwise."""
     out: list[float] = []
-    for value in values or []:
-        for part in str(value).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            try:
-                budget = float(part)
-            except ValueError:
-                raise UserError(f"budget {part!r} is not a number (write FLOPs such as 1e21)") from None
-            if not (np.isfinite(budget) and budget > 0):
-                raise UserError(f"budget must be positive and finite, got {part}")
-            out.append(budget)
+    for value in np.ravel(np.asarray(values if values is not None else [], dtype=object)).tolist():
+        try:
+            budget = float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"budget {value!r} is not a number (write FLOPs such as 1e21)") from None
+        if not (np.isfinite(budget) and budget > 0):
+            raise UserError(f"budget must be positive and finite, got {value}")
+        out.append(budget)
     return out
 
 
@@ -76,8 +78,8 @@ def predict_approach2(fit: Approach2Fit, budgets, approach3: Approach3Fit | None
 
 
 def predict(budgets, approach3: Approach3Fit | None = None, approach2: Approach2Fit | None = None) -> list[Prediction]:
-    """Predictions of every available approach for every budget (Approach 3 first)."""
-    budgets = parse_budgets(budgets) if budgets is not None else []
+    """Predictions of every available approach for every budget (FLOPs; Approach 3 first)."""
+    budgets = checked_budgets(budgets)
     out: list[Prediction] = []
     if approach3 is not None and budgets:
         out += predict_approach3(approach3, budgets)

@@ -30,7 +30,7 @@ from raylm.scaling.fit.frontier import (
     check_frontier_inputs,
     fit_frontier,
 )
-from raylm.scaling.predict.approaches import parse_budgets
+from raylm.scaling.predict.approaches import checked_budgets
 from raylm.scaling.predict.predictors import (
     APPROACHES,
     Estimates,
@@ -63,8 +63,8 @@ class FitOptions:
     min_runs: int = 2
 
     def __post_init__(self) -> None:
-        if self.isoflop_budgets is not None:  # numbers or '1e21,3e21' strings, parsed once here
-            groups = tuple(parse_budgets(np.ravel(self.isoflop_budgets).tolist()))
+        if self.isoflop_budgets is not None:
+            groups = tuple(checked_budgets(self.isoflop_budgets))
             object.__setattr__(self, "isoflop_budgets", groups or None)
         if isinstance(self.floor, str) and self.floor != "approach3":
             raise UserError(f"frontier floor must be 'approach3', a number or None, got {self.floor!r}")

@@ -32,7 +32,7 @@ from raylm.scaling.fit.objective import log_predict
 from raylm.scaling.intervals.calibrated import calibrated_bounds, interval_scale, spread_of
 from raylm.scaling.intervals.simulated import NoiseEstimate, estimate_noise
 from raylm.scaling.intervals.simulated_studies import SimulatedIntervals, simulated_intervals
-from raylm.scaling.predict.approaches import parse_budgets
+from raylm.scaling.predict.approaches import checked_budgets
 from raylm.scaling.predict.pointfit import FitOptions, PointFit, fit_point
 from raylm.scaling.predict.prediction import NAN_PAIR, Prediction
 from raylm.scaling.predict.predictors import isoflop_residuals
@@ -124,12 +124,13 @@ def recommend(data: ScalingData, targets, curves: CurveData | None = None, *, fi
               approach3: Approach3Fit | None = None) -> Recommendation:
     """Predict N*, D* and the loss at every target budget with every predictor; recommend one.
 
-    ``targets``: FLOPs (numbers or '1e21,3e21' strings). ``fit``: how every predictor is fitted
+    ``targets``: FLOPs (a number or a sequence; :func:`~raylm.scaling.predict.approaches.parse_budgets`
+    reads strings such as '1e21,3e21'). ``fit``: how every predictor is fitted
     (:class:`~raylm.scaling.predict.pointfit.FitOptions`); ``intervals``: :class:`IntervalOptions`.
     ``backtest=False`` skips the largest-budget backtest. ``approach3``: an Approach 3 fit of the same
     ``data`` (and delta) to reuse. See the module docstring for the rule.
     """
-    budgets = parse_budgets([targets] if isinstance(targets, (str, int, float)) else np.ravel(targets).tolist())
+    budgets = checked_budgets(targets)
     if not budgets:
         raise UserError("recommend needs at least one target budget (FLOPs, e.g. 1e21)")
     point = fit_point(data, budgets, fit, curves, approach3)
