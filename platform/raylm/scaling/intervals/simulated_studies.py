@@ -31,7 +31,7 @@ class SimulatedIntervals:
     backtest_errors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # ln(pred/actual) (S,)
 
 
-def simulated_intervals(point: PointFit, test: Backtest, noise: NoiseEstimate, budgets, options,
+def simulated_intervals(point: PointFit, test: Backtest, noise: NoiseEstimate, targets, options,
                         delta: float) -> SimulatedIntervals:
     """Simulate ``options.simulations`` studies from the Approach 3 fit of ``point`` and build every predictor's
     interval at ``options.level`` (``options``: :class:`raylm.scaling.predict.recommend.IntervalOptions`)."""
@@ -44,8 +44,8 @@ def simulated_intervals(point: PointFit, test: Backtest, noise: NoiseEstimate, b
     theta_s = refit_law_rows(layout, losses, point.approach3.local_optima[:warm_starts], delta)
     if n_curves:  # simulated curves follow the fitted law too: the envelope's own bias shows in the pivot
         layout = replace(layout, grid=layout.grid.world(law.loss))
-    rows = estimate_rows(layout, losses, theta_s, budgets, factors if n_curves else None)
-    world = law_rows(theta, budgets).loss[0]
+    rows = estimate_rows(layout, losses, theta_s, targets, factors if n_curves else None)
+    world = law_rows(theta, targets).loss[0]
     sim_errors = _simulated_backtest(point, test, losses, factors, warm_starts, delta)
     bands, refits, scales, ranges = {}, {}, {}, {}
     tail = 50.0 * (1.0 - CHECK_LEVEL)

@@ -39,9 +39,9 @@ def checked_budgets(values) -> list[float]:
     return out
 
 
-def predict_approach3(fit: Approach3Fit, budgets) -> list[Prediction]:
+def predict_approach3(fit: Approach3Fit, targets) -> list[Prediction]:
     """N*, D*, L* at each budget from the fitted law, with bootstrap percentile intervals when available."""
-    c = np.asarray(budgets, dtype=float)
+    c = np.asarray(targets, dtype=float)
     law = fit.law
     n_opt, d_opt, loss = law.optimal_params(c), law.optimal_tokens(c), law.optimal_loss(c)
     level = fit.bootstrap.level if fit.bootstrap else 0.95
@@ -56,9 +56,9 @@ def predict_approach3(fit: Approach3Fit, budgets) -> list[Prediction]:
     return out
 
 
-def predict_approach2(fit: Approach2Fit, budgets, approach3: Approach3Fit | None = None) -> list[Prediction]:
+def predict_approach2(fit: Approach2Fit, targets, approach3: Approach3Fit | None = None) -> list[Prediction]:
     """N* = k_N C^a and D* = k_D C^b; loss from the Approach 3 law when given."""
-    c = np.asarray(budgets, dtype=float)
+    c = np.asarray(targets, dtype=float)
     n_opt, d_opt = fit.n_opt_law(c), fit.d_opt_law(c)
     boot = fit.bootstrap_predictions(c)
     if boot is not None:
@@ -77,14 +77,14 @@ def predict_approach2(fit: Approach2Fit, budgets, approach3: Approach3Fit | None
     ]
 
 
-def predict(budgets, approach3: Approach3Fit | None = None, approach2: Approach2Fit | None = None) -> list[Prediction]:
+def predict(targets, approach3: Approach3Fit | None = None, approach2: Approach2Fit | None = None) -> list[Prediction]:
     """Predictions of every available approach for every budget (FLOPs; Approach 3 first)."""
-    budgets = checked_budgets(budgets)
+    targets = checked_budgets(targets)
     out: list[Prediction] = []
-    if approach3 is not None and budgets:
-        out += predict_approach3(approach3, budgets)
-    if approach2 is not None and budgets:
-        out += predict_approach2(approach2, budgets, approach3)
+    if approach3 is not None and targets:
+        out += predict_approach3(approach3, targets)
+    if approach2 is not None and targets:
+        out += predict_approach2(approach2, targets, approach3)
     return out
 
 

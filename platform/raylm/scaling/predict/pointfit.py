@@ -72,11 +72,11 @@ class FitOptions:
 
 @dataclass(frozen=True)
 class PointFit:
-    """Fits to one data set: the predictors' estimates at ``budgets`` (one row each) and the reasons for the rest."""
+    """Fits to one data set: the predictors' estimates at ``targets`` (one row each) and the reasons for the rest."""
 
     data: ScalingData = field(repr=False)
     layout: Layout = field(repr=False)
-    budgets: np.ndarray
+    targets: np.ndarray
     approach3: Approach3Fit | None
     approach2: Approach2Fit | None
     approach1: Approach1Fit | None
@@ -96,13 +96,13 @@ class PointFit:
                 "frontier": None if self.frontier is None else self.frontier.as_dict()}
 
 
-def fit_point(data: ScalingData, budgets, options: FitOptions, curves: CurveData | None = None,
+def fit_point(data: ScalingData, targets, options: FitOptions, curves: CurveData | None = None,
               approach3: Approach3Fit | None = None) -> PointFit:
-    """Fit every predictor to ``data`` (and ``curves``) and estimate at ``budgets``; see the module docstring.
+    """Fit every predictor to ``data`` (and ``curves``) and estimate at ``targets``; see the module docstring.
 
     ``approach3``: an Approach 3 fit of the same ``data`` to reuse instead of fitting again.
     """
-    budgets = np.atleast_1d(np.asarray(budgets, dtype=float))
+    targets = np.atleast_1d(np.asarray(targets, dtype=float))
     unavailable: dict[str, str] = {}
     a1, grid = None, None
     a3 = approach3 if approach3 is not None else fit_approach3(data, starts=options.starts, delta=options.delta,
@@ -134,7 +134,7 @@ def fit_point(data: ScalingData, budgets, options: FitOptions, curves: CurveData
                           floor=options.floor, grid=grid)
     theta = a3.theta[None, :]
     frontier = _frontier(layout, data, a3, options, unavailable)
-    rows = estimate_rows(layout, data.loss[None, :], theta, budgets)
+    rows = estimate_rows(layout, data.loss[None, :], theta, targets)
     if options.floor is None:
         unavailable.setdefault("frontier_free", "the frontier's own floor is already fitted (floor=None)")
     elif not isinstance(options.floor, str) and float(options.floor) == 0.0:
@@ -151,7 +151,7 @@ def fit_point(data: ScalingData, budgets, options: FitOptions, curves: CurveData
     if "approach3" in unavailable and "approach2" in estimates:
         unavailable["approach2"] = "its loss is the Approach 3 law at its allocation, and Approach 3 is unavailable"
         del estimates["approach2"]
-    return PointFit(data=data, layout=layout, budgets=budgets, approach3=a3, approach2=a2, approach1=a1,
+    return PointFit(data=data, layout=layout, targets=targets, approach3=a3, approach2=a2, approach1=a1,
                     frontier=frontier, estimates=estimates, unavailable=unavailable)
 
 

@@ -80,9 +80,9 @@ class Estimates:
     loss: np.ndarray
 
 
-def law_rows(theta: np.ndarray, budgets) -> Estimates:
+def law_rows(theta: np.ndarray, targets) -> Estimates:
     """Closed-form optimum of each row's law (a, b, e, alpha, beta) (Hoffmann et al. 2022, eq. 4)."""
-    c = np.asarray(budgets, dtype=float)[None, :]
+    c = np.asarray(targets, dtype=float)[None, :]
     log_a, log_b, log_e, alpha, beta = (theta[:, k : k + 1] for k in range(5))
     with np.errstate(all="ignore"):
         valid = (alpha > 0) & (beta > 0)
@@ -163,7 +163,7 @@ def isoflop_residuals(layout: Layout, loss: np.ndarray) -> tuple[np.ndarray, int
     return (np.concatenate(resid) if resid else np.zeros(0)), dof
 
 
-def approach2_rows(layout: Layout, ln_opt, interior, theta, budgets) -> Estimates:
+def approach2_rows(layout: Layout, ln_opt, interior, theta, targets) -> Estimates:
     """N* = k_N C^a through the interior minima of each row (2+ budgets), D* = C/(6N*), loss from the law."""
     x = np.log(layout.budgets)[None, :]
     w = interior.astype(float)
@@ -174,7 +174,7 @@ def approach2_rows(layout: Layout, ln_opt, interior, theta, budgets) -> Estimate
         a = (sw * (w * x * y).sum(1) - sx * sy) / det
         intercept = (sy - a * sx) / sw
     ok = (sw >= 2) & (det > 0)
-    lc = np.log(np.asarray(budgets, dtype=float))[None, :]
+    lc = np.log(np.asarray(targets, dtype=float))[None, :]
     n_opt = np.where(ok[:, None], np.exp(intercept[:, None] + a[:, None] * lc), np.nan)
     d_opt = np.exp(lc) / (FLOPS_PER_PARAM_TOKEN * n_opt)
     return Estimates(n_opt, d_opt, law_loss(theta, n_opt, d_opt))
@@ -194,19 +194,19 @@ def frontier_floor(layout: Layout, theta: np.ndarray) -> np.ndarray | None:
     return np.full(theta.shape[0], float(layout.floor))
 
 
-def frontier_rows(layout: Layout, minima, floor, allocation: Estimates, budgets) -> Estimates:
-    """L*(C) = E + (C0/C)^gamma through the per-budget minima of each row, at ``budgets``; ``floor`` (S,) or None."""
+def frontier_rows(layout: Layout, minima, floor, allocation: Estimates, targets) -> Estimates:
+    """L*(C) = E + (C0/C)^gamma through the per-budget minima of each row, at ``targets``; ``floor`` (S,) or None."""
     e, log_c0, gamma = fit_frontier_rows(np.log(layout.budgets), minima, floor)
-    loss = frontier_rows_predict(e, log_c0, gamma, budgets)
+    loss = frontier_rows_predict(e, log_c0, gamma, targets)
     return Estimates(allocation.n_opt, allocation.d_opt, loss)
 
 
-def estimate_rows(layout: Layout, losses: np.ndarray, theta: np.ndarray, budgets,
+def estimate_rows(layout: Layout, losses: np.ndarray, theta: np.ndarray, targets,
                   curve_factors: np.ndarray | None = None) -> dict[str, Estimates]:
     """Every predictor the layout supports, for each row of ``losses`` (S, n) with its law ``theta`` (S, 5)."""
-    out = {"approach3": law_rows(theta, budgets)}
+    out = {"approach3": law_rows(theta, targets)}
     ln_opt, l_opt, interior, best = isoflop_rows(layout, losses)
-    a2 = approach2_rows(layout, ln_opt, interior, theta, budgets)
+    a2 = approach2_rows(layout, ln_opt, interior, theta, targets)
     out["approach2"] = a2
     minima = frontier_minima(l_opt, interior, best)
     a3 = out["approach3"]
@@ -215,14 +215,14 @@ def estimate_rows(layout: Layout, losses: np.ndarray, theta: np.ndarray, budgets
     measured = interior.sum(axis=1).max(initial=0)
     need = MIN_BUDGETS_FREE_FLOOR if layout.floor is None else MIN_BUDGETS_PINNED_FLOOR
     if measured >= need:
-        out["frontier"] = frontier_rows(layout, minima, frontier_floor(layout, theta), allocation, budgets)
+        out["frontier"] = frontier_rows(layout, minima, frontier_floor(layout, theta), allocation, targets)
     if layout.floor is not None and measured >= MIN_BUDGETS_FREE_FLOOR:
-        out["frontier_free"] = frontier_rows(layout, minima, None, allocation, budgets)
+        out["frontier_free"] = frontier_rows(layout, minima, None, allocation, targets)
     zero_floor = layout.floor is not None and not isinstance(layout.floor, str) and float(layout.floor) == 0.0
     if not zero_floor and measured >= MIN_BUDGETS_PINNED_FLOOR:
-        out["power_law"] = frontier_rows(layout, minima, np.zeros(losses.shape[0]), allocation, budgets)
+        out["power_law"] = frontier_rows(layout, minima, np.zeros(losses.shape[0]), allocation, targets)
     if layout.grid is not None:
         factors = np.ones((losses.shape[0], layout.grid.params.size)) if curve_factors is None else curve_factors
         floor = frontier_floor(layout, theta)
-        out["approach1"] = Estimates(*approach1_rows(layout.grid, factors, floor, budgets))
+        out["approach1"] = Estimates(*approach1_rows(layout.grid, factors, floor, targets))
     return out

@@ -130,15 +130,15 @@ def recommend(data: ScalingData, targets, curves: CurveData | None = None, *, fi
     ``backtest=False`` skips the largest-budget backtest. ``approach3``: an Approach 3 fit of the same
     ``data`` (and delta) to reuse. See the module docstring for the rule.
     """
-    budgets = checked_budgets(targets)
-    if not budgets:
+    targets = checked_budgets(targets)
+    if not targets:
         raise UserError("recommend needs at least one target budget (FLOPs, e.g. 1e21)")
-    point = fit_point(data, budgets, fit, curves, approach3)
+    point = fit_point(data, targets, fit, curves, approach3)
     test = run_backtest(data, fit, curves) if backtest else Backtest(None, None, "", note="not run")
     bands, noise_est, sims = {}, None, None
     if intervals.simulations and point.estimates:
         noise_est = _noise(data, point, intervals)
-        sims = simulated_intervals(point, test, noise_est, budgets, intervals, fit.delta)
+        sims = simulated_intervals(point, test, noise_est, targets, intervals, fit.delta)
         bands = sims.bands
     cases = _own_cases(data, fit)
     choice = choose(cases, list(point.estimates))
@@ -149,12 +149,12 @@ def recommend(data: ScalingData, targets, curves: CurveData | None = None, *, fi
         predictions[name] = [
             Prediction(name, c, float(est.n_opt[0, i]), float(est.d_opt[0, i]), float(est.loss[0, i]), level,
                        loss_interval=_pair(loss_band, i), run_interval=_pair(run_band, i))
-            for i, c in enumerate(budgets)
+            for i, c in enumerate(targets)
         ]
-    recommended = _recommended(point, choice, budgets, level, noise_est, bands)
+    recommended = _recommended(point, choice, targets, level, noise_est, bands)
     if choice.approach == STACKED:
         predictions[STACKED] = recommended
-    return Recommendation(targets=tuple(budgets), level=level, predictions=predictions,
+    return Recommendation(targets=tuple(targets), level=level, predictions=predictions,
                           unavailable=dict(point.unavailable), backtest=test, approach=choice.approach,
                           reason=choice.reason, noise=noise_est, simulations=intervals.simulations,
                           seed=intervals.seed, simulated=sims, point=point, recommended=recommended, choice=choice,
@@ -173,7 +173,7 @@ def _own_cases(data: ScalingData, options: FitOptions) -> list[Record]:
     return records_of(ladder, cut_fits(ladder, options, min_measured=2))
 
 
-def _recommended(point: PointFit, choice: Choice, budgets: list[float], level: float,
+def _recommended(point: PointFit, choice: Choice, targets: list[float], level: float,
                  noise: NoiseEstimate | None, bands: dict) -> list[Prediction]:
     """The rule's prediction at every target with its interval (``run_interval`` adds one run's noise).
 
@@ -187,7 +187,7 @@ def _recommended(point: PointFit, choice: Choice, budgets: list[float], level: f
     losses = {k: e.loss[0] for k, e in point.estimates.items()}
     sizes = {k: e.n_opt[0] for k, e in point.estimates.items()}
     loss, n_opt = choice.combine(losses), choice.combine(sizes)
-    ratio = np.asarray(budgets) / float(np.max(point.layout.budgets if point.layout.budgets.size else point.data.flops))
+    ratio = np.asarray(targets) / float(np.max(point.layout.budgets if point.layout.budgets.size else point.data.flops))
     u = interval_scale(ratio, spread_of(losses), choice.scale)
     low, high = calibrated_bounds(loss, u, level)
     run_low, run_high = low, high
@@ -201,7 +201,7 @@ def _recommended(point: PointFit, choice: Choice, budgets: list[float], level: f
     return [Prediction(choice.approach, c, float(n_opt[i]), float(c / (6.0 * n_opt[i])), float(loss[i]), level,
                        loss_interval=(float(low[i]), float(high[i])),
                        run_interval=(float(run_low[i]), float(run_high[i])))
-            for i, c in enumerate(budgets)]
+            for i, c in enumerate(targets)]
 
 
 def leave_future_out_errors(cases: list[Record]) -> dict:
