@@ -197,11 +197,13 @@ class TrainConfig(Section):
 
 
 class FaultsConfig(Section):
-    """Fault injection for testing recovery: kill one worker process once, or poison the loss."""
+    """Fault injection for testing recovery: kill one worker process once, poison the loss, or slow every step."""
 
     kill_rank: Optional[int] = Field(None, ge=0, description="Rank whose process exits abruptly (once).")
     kill_at_step: Optional[int] = Field(None, ge=1, description="Optimizer step before which it exits.")
     nan_at_step: Optional[int] = Field(None, ge=1, description="Make the loss NaN at this step (divergence test).")
+    step_delay_s: float = Field(0.0, ge=0, description="Sleep this long before every optimizer step: a slow run, "
+                                "for checking what happens while it trains (a tracking outage, a killed driver).")
 
 
 DEFAULT_TRACKING_DB = "mlflow.db"
@@ -228,6 +230,12 @@ class TrackingConfig(Section):
     )
     experiment: str = "raylm"
     run_name: Optional[str] = None
+    outbox_dir: str = Field(
+        "runs/tracking-outbox", validate_default=True,
+        description="Where records the store did not take wait (one file per run, on the driver's node) until "
+        "they are delivered; `raylm tracking replay DIR` delivers what a finished run left. Made absolute "
+        "against the driver's directory when the config is built."
+    )
     system_metrics_every_s: float = Field(
         10.0, ge=0, description="Seconds between samples of CPU, memory, disk, network and GPU use, logged by "
         "the first worker of each node as system/... metrics (MLflow's names); 0 turns them off."
@@ -237,6 +245,11 @@ class TrackingConfig(Section):
     @classmethod
     def _resolve_uri(cls, uri: str | None) -> str:
         return resolved_tracking_uri(uri)
+
+    @field_validator("outbox_dir")
+    @classmethod
+    def _absolute_outbox(cls, path: str) -> str:
+        return str(Path(path).expanduser().resolve())
 
 
 class RunConfig(Section):

@@ -12,6 +12,7 @@ one run and one continuous curve.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 
 PARAM_VALUE_LIMIT = 6000
+DEFAULT_OUTBOX = Path("runs/tracking-outbox").resolve()
 
 
 def artifact_root(uri: str) -> str | None:
@@ -35,10 +37,12 @@ def artifact_root(uri: str) -> str | None:
 class MlflowRun:
     """One MLflow run; every call warns instead of raising, and logging stops after a failure."""
 
-    def __init__(self, uri: str, run_id: str | None, enabled: bool = True):
+    def __init__(self, uri: str, run_id: str | None, enabled: bool = True, outbox_dir: str | None = None):
         self.uri, self.run_id, self.enabled = uri, run_id, enabled and run_id is not None
         self.experiment_id: str | None = None
+        self.outbox_dir = outbox_dir or str(DEFAULT_OUTBOX)
         self._client = None
+        self._deliveries = None
 
     @classmethod
     def start(cls, tracking: TrackingConfig, run_name: str, parent_run_id: str | None = None,
@@ -51,7 +55,7 @@ class MlflowRun:
         uri = tracking.tracking_uri
         if not tracking.enabled:
             return cls(uri, None, enabled=False)
-        run = cls(uri, None)
+        run = cls(uri, None, outbox_dir=tracking.outbox_dir)
         run.enabled = True
         try:
             client = run.client
@@ -89,87 +93,144 @@ class MlflowRun:
         self.enabled = False
 
     def _call(self, what: str, fn, *args, **kwargs) -> Any:
+        """A read: its answer, or None (with a warning once) when the store does not answer."""
         if not self.enabled:
             return None
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001
-            self._fail(what, exc)
+            if self.run_id is None:
+                warnings.warn(f"MLflow at {self.uri} failed to {what} ({type(exc).__name__}: {str(exc)[:200]})",
+                              stacklevel=3)
+            else:
+                self._delivery.report_down(what, exc)
             return None
 
+    # -- writes: delivered now, or kept in the outbox and delivered in order later (raylm.tracking.delivery)
+
     def log_params(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
+        self._write("log_params", {k: str(v)[:PARAM_VALUE_LIMIT] for k, v in params.items()})
 
-        items = [Param(k, str(v)[:PARAM_VALUE_LIMIT]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self._call("log params", self.client.log_batch, self.run_id, params=items[i:i + 100])
+    def log_metrics(self, metrics: dict[str, float], step: int, timestamp_ms: int | None = None) -> None:
+        """``timestamp_ms`` is fixed by the caller (now if not given): a record delivered twice writes an
+        identical row, which the store keeps once."""
+        timestamp_ms = int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms)
+        self._write("log_metrics", {k: float(v) for k, v in metrics.items()}, int(step), timestamp_ms)
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        import time
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._write("log_artifact", str(path), artifact_path)
 
-        from mlflow.entities import Metric
+    def log_text(self, text: str, name: str) -> None:
+        self._write("log_text", text, name)
 
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        for i in range(0, len(items), 500):
-            self._call("log metrics", self.client.log_batch, self.run_id, metrics=items[i:i + 500])
+    def set_tag(self, key: str, value: str) -> None:
+        self._write("set_tags", {key: str(value)})
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self._write("set_tags", {k: str(v) for k, v in tags.items()})
+
+    def end(self, status: str = "FINISHED") -> None:
+        self._write("end", status)
+
+    def finish(self, status: str, error: str | None = None, force: bool = False) -> bool:
+        """End the run as ``status`` unless it has ended already (``force``: whatever it ended as);
+        True when this call ended it (or will, once the store answers).
+
+        A trial stopped by the scheduler can see its own workers die and try to end as FAILED while
+        the driver ends it as KILLED: the driver forces, the trial does not, so KILLED wins in any order.
+        """
+        if not self.enabled:
+            return False
+        if not self._delivery.pending and not force and self.status() not in (None, "RUNNING"):
+            return False
+        self._write("finish", status, error, force)
+        return True
+
+    def _write(self, op: str, *args) -> None:
+        if self.enabled:
+            self._delivery.write(op, list(args))
+
+    @property
+    def _delivery(self):
+        if self._deliveries is None:
+            from raylm.tracking.delivery import Delivery
+
+            self._deliveries = Delivery(self, self.outbox_dir)
+        return self._deliveries
+
+    def drain(self, wait_s: float = 0.0) -> int:
+        """Deliver what waits (retrying for up to ``wait_s`` seconds); the number of records still waiting."""
+        return self._delivery.drain(wait_s) if self.enabled else 0
+
+    @property
+    def waiting(self) -> int:
+        return len(self._delivery.pending) if self.enabled and self._deliveries is not None else 0
+
+    # -- reads
 
     def last_step(self, metric: str) -> int:
-        """The highest step already logged for ``metric`` (-1 if none): a restarted worker skips up to it."""
+        """The highest step logged for ``metric`` (-1 if none), counting records still waiting to be
+        delivered: a restarted worker skips up to it."""
         history = self._call("read metric history", self.client.get_metric_history, self.run_id, metric)
-        return max((m.step for m in history), default=-1) if history else -1
+        stored = max((m.step for m in history), default=-1) if history else -1
+        return max(stored, self._delivery.last_waiting_step(metric) if self.enabled else -1)
 
     def metric_history(self, metric: str) -> list[tuple[int, float]]:
         """``(step, value)`` of every logged point of ``metric``, by step."""
         history = self._call("read metric history", self.client.get_metric_history, self.run_id, metric) or []
         return sorted((m.step, m.value) for m in history)
 
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self._call("log an artifact", self.client.log_artifact, self.run_id, str(path), artifact_path)
-
-    def log_text(self, text: str, name: str) -> None:
-        self._call("log a text artifact", self.client.log_text, self.run_id, text, name)
-
-    def set_tag(self, key: str, value: str) -> None:
-        self._call("set a tag", self.client.set_tag, self.run_id, key, value)
-
-    def set_tags(self, tags: dict[str, Any]) -> None:
-        from mlflow.entities import RunTag
-
-        self._call("set tags", self.client.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-
     def status(self) -> str | None:
         run = self._call("read the run", self.client.get_run, self.run_id)
         return run.info.status if run else None
 
-    def end(self, status: str = "FINISHED") -> None:
-        self._call("end the run", self.client.set_terminated, self.run_id, status)
+    # -- what the delivery calls: each raises when the store does not take the record
 
-    def finish(self, status: str, error: str | None = None, force: bool = False) -> bool:
-        """End the run as ``status`` unless it has ended already (``force``: whatever it ended as);
-        True when this call ended it.
+    def deliver(self, op: str, args: list) -> None:
+        from mlflow.entities import Metric, Param, RunTag
 
-        A trial stopped by the scheduler can see its own workers die and try to end as FAILED while
-        the driver ends it as KILLED: the driver forces, the trial does not, so KILLED wins in any order.
-        """
-        if not force and self.status() not in (None, "RUNNING"):
-            return False
+        client = self.client
+        if op == "log_params":
+            items = [Param(k, v) for k, v in args[0].items()]
+            for i in range(0, len(items), 100):
+                client.log_batch(self.run_id, params=items[i:i + 100])
+        elif op == "log_metrics":
+            metrics, step, timestamp = args
+            items = [Metric(k, v, timestamp, step) for k, v in metrics.items()]
+            for i in range(0, len(items), 500):
+                client.log_batch(self.run_id, metrics=items[i:i + 500])
+        elif op == "set_tags":
+            client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in args[0].items()])
+        elif op == "log_text":
+            client.log_text(self.run_id, *args)
+        elif op == "log_artifact":
+            client.log_artifact(self.run_id, *args)
+        elif op == "end":
+            client.set_terminated(self.run_id, args[0])
+        elif op == "finish":
+            self._deliver_finish(*args)
+        else:
+            raise ValueError(f"unknown tracking record {op!r}")
+
+    def _deliver_finish(self, status: str, error: str | None, force: bool) -> None:
+        client = self.client
+        run = client.get_run(self.run_id)
+        if not force and run.info.status != "RUNNING":
+            return
         if error is not None:
-            self.set_tag("raylm.error", error[:4000])
-        elif force:
-            run = self._call("read the run", self.client.get_run, self.run_id)
-            if run is not None and "raylm.error" in run.data.tags:  # the trial's view of its own stop
-                self._call("clear the error", self.client.delete_tag, self.run_id, "raylm.error")
-        self.end(status)
-        return True
+            client.set_tag(self.run_id, "raylm.error", error[:4000])
+        elif force and "raylm.error" in run.data.tags:  # the trial's view of its own stop
+            client.delete_tag(self.run_id, "raylm.error")
+        client.set_terminated(self.run_id, status)
 
     def handle(self) -> dict[str, Any]:
         """What a worker needs to log into this run (a plain dict for ``train_loop_config``)."""
-        return {"uri": self.uri, "run_id": self.run_id, "enabled": self.enabled, "experiment_id": self.experiment_id}
+        return {"uri": self.uri, "run_id": self.run_id, "enabled": self.enabled, "experiment_id": self.experiment_id,
+                "outbox_dir": self.outbox_dir}
 
     @classmethod
     def from_handle(cls, handle: dict[str, Any]) -> MlflowRun:
-        run = cls(handle["uri"], handle["run_id"], handle["enabled"])
+        run = cls(handle["uri"], handle["run_id"], handle["enabled"], handle.get("outbox_dir"))
         run.experiment_id = handle.get("experiment_id")
         return run
 

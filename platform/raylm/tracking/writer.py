@@ -13,6 +13,9 @@ until everything sent before it has been written.
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -21,44 +24,82 @@ from raylm.tracking.mlflow_run import MlflowRun
 from raylm.tracking.shutdown import install_sigterm_handler, remove_sigterm_handler
 
 NAMESPACE = "raylm"
+RETRY_EVERY_S = 1.0
+CALL_TIMEOUT_S = 120.0  # the longest a caller waits for an answer (a read or an end); then it goes on
+CLOSE_WAIT_S = 60.0  # how long a finishing driver keeps retrying records the store has not taken yet
 # Run methods the writer forwards; anything else is refused (the actor is not a general RPC).
 FORWARDED = frozenset({"log_params", "log_metrics", "log_text", "log_artifact", "set_tag", "set_tags", "end",
                        "finish", "last_step", "status", "metric_history"})
 
 
 class TrackingWriter:
-    """Holds one :class:`MlflowRun` per run id and forwards calls to it (runs as a Ray actor)."""
+    """Holds one :class:`MlflowRun` per run id and forwards calls to it (runs as a Ray actor).
+
+    Records the store does not take wait in each run's outbox (:mod:`raylm.tracking.delivery`); a
+    background thread retries them every ``RETRY_EVERY_S`` seconds while any wait. The actor restarts
+    when it dies (its callers' calls are retried by Ray) and picks the waiting records up from disk.
+    """
 
     def __init__(self):
         self._runs: dict[str, MlflowRun] = {}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        threading.Thread(target=self._retry_waiting, name="tracking-retry", daemon=True).start()
 
     def start_run(self, tracking: dict, run_name: str, parent_run_id: str | None = None,
                   tags: dict[str, str] | None = None, reuse_tag: tuple[str, str] | None = None) -> dict:
-        run = MlflowRun.start(TrackingConfig(**tracking), run_name, parent_run_id=parent_run_id, tags=tags,
-                              reuse_tag=reuse_tag)
-        if run.run_id:
-            self._runs[run.run_id] = run
-        return run.handle()
+        with self._lock:
+            run = MlflowRun.start(TrackingConfig(**tracking), run_name, parent_run_id=parent_run_id, tags=tags,
+                                  reuse_tag=reuse_tag)
+            if run.run_id:
+                self._runs[run.run_id] = run
+            return run.handle()
 
     def call(self, handle: dict, method: str, *args, **kwargs) -> Any:
         if method not in FORWARDED:
             raise ValueError(f"the tracking writer does not forward {method!r}")
+        with self._lock:
+            return getattr(self._run(handle), method)(*args, **kwargs)
+
+    def _run(self, handle: dict) -> MlflowRun:
         run = self._runs.get(handle["run_id"])
         if run is None:
             run = self._runs[handle["run_id"]] = MlflowRun.from_handle(handle)
-        return getattr(run, method)(*args, **kwargs)
+        return run
 
     def find_run(self, uri: str, experiment: str, tag: str, value: str) -> dict | None:
-        run = MlflowRun.find(uri, experiment, tag, value)
-        return run.handle() if run else None
+        with self._lock:
+            run = MlflowRun.find(uri, experiment, tag, value)
+            return run.handle() if run else None
 
     def end_open_runs(self, status: str, error: str) -> list[str]:
         """End every run this writer holds that is still running as ``status`` (the job was stopped);
         returns their ids. Runs that already ended keep their status."""
-        return [run_id for run_id, run in self._runs.items() if run.finish(status, error=error)]
+        with self._lock:
+            return [run_id for run_id, run in self._runs.items() if run.finish(status, error=error)]
+
+    def close(self, wait_s: float) -> list[dict]:
+        """Deliver what waits, retrying for up to ``wait_s`` seconds; what still waits, per run."""
+        deadline = time.monotonic() + wait_s
+        with self._lock:
+            left = [{"run_id": run_id, "uri": run.uri, "waiting": run.drain(max(0.0, deadline - time.monotonic())),
+                     "outbox": run.outbox_dir} for run_id, run in self._runs.items()]
+            self._closed.set()
+        return [entry for entry in left if entry["waiting"]]
+
+    def waiting(self) -> int:
+        with self._lock:
+            return sum(run.waiting for run in self._runs.values())
 
     def ping(self) -> bool:
         return True
+
+    def _retry_waiting(self) -> None:
+        while not self._closed.wait(RETRY_EVERY_S):
+            with self._lock:
+                for run in self._runs.values():
+                    if run.waiting:
+                        run.drain()
 
 
 _STARTED: dict[str, object] = {}  # the driver's handles: a named actor lives as long as its owner holds one
@@ -76,10 +117,10 @@ def start_writer() -> str:
     name = f"tracking-writer-{uuid.uuid4().hex[:12]}"
     node = ray.get_runtime_context().get_node_id()
     actor = ray.remote(TrackingWriter).options(
-        name=name, namespace=NAMESPACE, num_cpus=0, max_concurrency=1,
+        name=name, namespace=NAMESPACE, num_cpus=0, max_concurrency=1, max_restarts=-1, max_task_retries=-1,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
     ).remote()
-    ray.get(actor.ping.remote())
+    ray.get(actor.ping.remote(), timeout=CALL_TIMEOUT_S)
     _STARTED[name] = actor
     install_sigterm_handler(end_open_runs)  # `ray job stop` ends this driver's open runs as KILLED
     return name
@@ -93,16 +134,30 @@ def current_writer(name: str) -> str:
     return next(reversed(_STARTED))
 
 
-def stop_writer(name: str) -> None:
-    """Let the writer go once everything sent to it is written."""
+def stop_writer(name: str, wait_s: float = CLOSE_WAIT_S) -> None:
+    """Let the writer go once everything sent to it is written, or waits on disk (the console says where)."""
     import ray
 
     actor = _STARTED.pop(name, None)
     if not _STARTED:
         remove_sigterm_handler()
-    if actor is not None:
-        ray.get(actor.ping.remote())
-        ray.kill(actor)
+    if actor is None:
+        return
+    try:
+        waiting = ray.get(actor.waiting.remote(), timeout=CALL_TIMEOUT_S)
+        if waiting:
+            print(f"[tracking] the store has not taken {waiting} records yet; retrying for up to {wait_s:.0f} s "
+                  "before leaving them in the outbox", file=sys.stderr, flush=True)
+        left = ray.get(actor.close.remote(wait_s), timeout=wait_s + CALL_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - the run's own result stands; what waits is on disk
+        left = []
+        print(f"[tracking] the tracking writer did not answer on closing ({type(exc).__name__}); records it had not "
+              "delivered wait in the outbox: raylm tracking replay DIR delivers them", file=sys.stderr)
+    for entry in left:
+        print(f"[tracking] MLflow at {entry['uri']} is still unreachable: {entry['waiting']} records of run "
+              f"{entry['run_id']} wait in {entry['outbox']}; the run's results are complete. Deliver them when "
+              f"the store is back: raylm tracking replay {entry['outbox']}", file=sys.stderr, flush=True)
+    ray.kill(actor, no_restart=True)
 
 
 def end_open_runs(status: str, error: str, timeout_s: float = 10.0) -> list[str]:
@@ -173,16 +228,25 @@ class RemoteRun:
         return self.actor.call.remote(self._handle, method, *args, **kwargs) if self.enabled else None
 
     def _ask(self, method: str, *args, default=None, **kwargs):
+        """The writer's answer, or ``default`` when it does not come within CALL_TIMEOUT_S (training goes on)."""
         import ray
 
         ref = self._send(method, *args, **kwargs)
-        return ray.get(ref) if ref is not None else default
+        if ref is None:
+            return default
+        try:
+            return ray.get(ref, timeout=CALL_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            print(f"[tracking] the tracking writer did not answer {method} within {CALL_TIMEOUT_S:.0f} s; "
+                  "going on", file=sys.stderr, flush=True)
+            return default
 
     def log_params(self, params: dict[str, Any]) -> None:
         self._send("log_params", params)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self._send("log_metrics", {k: float(v) for k, v in metrics.items()}, step)
+        # stamped here: a call Ray retries on a restarted writer carries the same timestamp (logged once)
+        self._send("log_metrics", {k: float(v) for k, v in metrics.items()}, step, int(time.time() * 1000))
 
     def log_text(self, text: str, name: str) -> None:
         self._send("log_text", text, name)
@@ -213,8 +277,8 @@ class RemoteRun:
         """End as ``status`` unless already ended (see :meth:`MlflowRun.finish`); waits for the writer."""
         self._ask("finish", status, error, force)
 
-    def flush(self, timeout: float | None = None) -> None:
-        """Wait (at most ``timeout`` s, if given) until everything sent so far is written."""
+    def flush(self, timeout: float = CALL_TIMEOUT_S) -> None:
+        """Wait (at most ``timeout`` s) until everything sent so far is written or waits in the outbox."""
         import ray
 
         if self.enabled:

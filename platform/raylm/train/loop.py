@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 
 import torch
 import torch.distributed as dist
@@ -217,8 +218,11 @@ class WorkerRun:
             storage.write_text(storage.join(self.runtime["storage_dir"], DIVERGED_FILE), message)
 
     def _maybe_kill(self) -> None:
-        """Fault injection: the chosen rank's process exits abruptly before the chosen step, once."""
+        """Fault injection: the chosen rank's process exits abruptly before the chosen step, once; every
+        step waits ``faults.step_delay_s`` first."""
         faults = self.cfg.faults
+        if faults.step_delay_s:
+            time.sleep(faults.step_delay_s)
         if faults.kill_rank != self.rank or faults.kill_at_step != self.step + 1:
             return
         marker = storage.join(self.runtime["storage_dir"], FAULT_MARKER)
