@@ -63,3 +63,37 @@ def test_running_the_study_again_trains_nothing_and_duplicates_no_run(study_run)
     experiment = client.get_experiment_by_name("studies")
     assert len(client.search_runs([experiment.experiment_id])) == 1 + 9 + 1
     assert again.metrics["predicted/loss"] == pytest.approx(first.metrics["predicted/loss"])
+
+
+def test_the_study_record_holds_the_numbers_and_rebuilds_an_empty_store(study_run, tmp_path):
+    """The study directory's record, not MLflow, is the truth: run again with a new, empty tracking store
+    and with changed analysis settings, the study trains nothing, re-creates every run from its record,
+    and its parent keeps the grid's params while the analysis settings change as tags."""
+    from mlflow.tracking import MlflowClient
+
+    from raylm.study.record import StudyRecord
+
+    tmp, study, first = study_run
+    recorded = StudyRecord(first.directory).points()
+    for result in first.results + first.verify:
+        point = recorded[result.key]
+        assert point.status == "FINISHED"
+        assert point.final(result.point.grid.steps) == pytest.approx(result.loss)
+        assert len(point.curve()) == len(result.curve) >= 2
+    store = f"sqlite:///{tmp_path / 'fresh.db'}"
+    again = run_study(load_study(write_study(tmp, fit={"simulations": 20, "level": 0.8}),
+                                 [("tracking.tracking_uri", store)]), log=print)
+    assert all(r.reused for r in again.results + again.verify)
+    assert [r.loss for r in again.results] == pytest.approx([r.loss for r in first.results])
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("studies")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1 + 9 + 1 and {r.info.status for r in runs} == {"FINISHED"}
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == again.parent_run_id]
+    assert len(children) == 10
+    for child in children:
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val/loss")]
+        assert steps == sorted(set(steps)) and steps  # every evaluation, once
+    parent = client.get_run(again.parent_run_id)
+    assert parent.data.tags["raylm.study.fit.level"] == "0.8"
+    assert "study.fit.level" not in parent.data.params and "study.budgets" in parent.data.params

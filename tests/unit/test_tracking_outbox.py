@@ -113,3 +113,12 @@ def test_a_refused_record_does_not_hold_back_the_rest(server, tmp_path, capfd):
     assert params["name"] == "first" and params["warmup"] == "10"
     assert _steps(run, "train/loss") == [1] and run.waiting == 0
     assert "keeps its earlier values of name" in capfd.readouterr().err
+
+
+def test_a_store_that_does_not_answer_stops_a_run_before_it_starts(tmp_path, capsys):
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    code = main(["train", "--tracking.tracking_uri", uri, "--output_dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"the tracking store {uri} does not answer" in err and "--tracking.enabled false" in err
+    assert not (tmp_path / "runs").exists()  # nothing started

@@ -84,6 +84,9 @@ class StudyConfig(Section):
     max_warmup_fraction: float = Field(0.25, ge=0, le=1)
     min_steps: int = Field(50, ge=1, description="Every point trains at least this many optimizer steps.")
     evals_per_point: int = Field(5, ge=1, description="Evaluations along each run (Approach 1 uses them all).")
+    checkpoints_per_point: int = Field(
+        3, ge=1, description="Checkpoints along each run, each at an evaluation: a study killed mid-point "
+        "continues that point from its newest one (1: only at the end).")
     targets: list[float] = Field(..., min_length=1)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     fit: FitConfig = Field(default_factory=FitConfig)

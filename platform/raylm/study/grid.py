@@ -30,6 +30,7 @@ class StudyPoint:
     label: str               # e.g. "C1e+12-N46K"
     grid: GridPoint
     eval_every: int
+    checkpoint_every: int = 0  # 0: at the end only
 
     @property
     def overrides(self) -> dict:
@@ -38,7 +39,7 @@ class StudyPoint:
         model.update({f"model.moe.{k}": v for k, v in g.model.get("moe", {}).items()})
         return {**model, "train.max_steps": g.steps, "train.warmup_steps": g.warmup, "train.seq_len": g.seq_len,
                 "train.global_batch_size": g.global_batch_size, "train.eval_every": self.eval_every,
-                "train.checkpoint_every": g.steps}
+                "train.checkpoint_every": self.checkpoint_every or g.steps}
 
     def tokens_per_param(self) -> float:
         return self.grid.tokens / self.grid.params
@@ -93,7 +94,7 @@ def build_grid(study: Study) -> list[StudyPoint]:
         raise UserError("budgets too small for the grid:\n  " + "\n  ".join(problems) +
                         f"\n  raise the smallest budget ({smallest:.3g}), lower global_batch_size or seq_len, "
                         "or lower min_steps")
-    return [StudyPoint("grid", label(p), p, _eval_every(p.steps, cfg.evals_per_point)) for p in points]
+    return [StudyPoint("grid", label(p), p, *_cadence(p.steps, cfg)) for p in points]
 
 
 def check_budgets(budgets: list[float], targets: list[float], points_per_budget: int) -> None:
@@ -107,8 +108,13 @@ def check_budgets(budgets: list[float], targets: list[float], points_per_budget:
                         f"budget ({max(budgets):.3g}); a prediction is for compute the grid did not spend")
 
 
-def _eval_every(steps: int, evals: int) -> int:
-    return max(1, steps // evals)
+def _cadence(steps: int, cfg) -> tuple[int, int]:
+    """Steps between evaluations, and between checkpoints: ``checkpoints_per_point`` of them along the run,
+    each at an evaluation (a checkpoint reports the evaluation it was taken with), so a killed study
+    continues a point from its newest one."""
+    eval_every = max(1, steps // cfg.evals_per_point)
+    evals_per_checkpoint = max(1, round(cfg.evals_per_point / cfg.checkpoints_per_point))
+    return eval_every, min(steps, eval_every * evals_per_checkpoint)
 
 
 def label(point: GridPoint) -> str:
@@ -131,10 +137,12 @@ def point_config(study: Study, point: StudyPoint) -> RunConfig:
 
 def point_key(study: Study, point: StudyPoint, manifest_key: str) -> str:
     """A hash of everything that decides the point's result: its full run config and the data manifest.
-    Paths (where outputs go, where the store is) are left out: moving a study does not retrain it."""
+    Paths (where outputs go, where the store is) and the checkpoint cadence are left out: moving a study
+    does not retrain it."""
     run = point_run(study, point)
     run = {k: v for k, v in run.items() if k not in ("name", "output_dir", "tracking")}
     run.get("data", {}).pop("shards_dir", None)
+    run.get("train", {}).pop("checkpoint_every", None)  # how often it saves does not change what it learns
     blob = json.dumps({"run": run, "manifest": manifest_key}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -144,7 +152,7 @@ def verification_point(study: Study, budget: float, n_target: float, kind: str =
     cfg = study.config
     (grid,) = isoflop_grid([budget], family_of(study), k=1, spread=1.0, prior=lambda c: n_target,
                            shape=_shape(study), **_counters())
-    return StudyPoint(kind, f"{kind}-{label(grid)}", grid, _eval_every(grid.steps, cfg.evals_per_point))
+    return StudyPoint(kind, f"{kind}-{label(grid)}", grid, *_cadence(grid.steps, cfg))
 
 
 def format_grid(points: list[StudyPoint]) -> str:

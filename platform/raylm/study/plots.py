@@ -40,7 +40,9 @@ def plot_frontier(path: Path, outcome, frontier) -> Path:
                 label=f"frontier L*(C) = {frontier.E:.3f} + ({frontier.C0:.3g}/C)^{frontier.gamma:.3f}")
     low, high = top.get("loss_interval") or (None, None)
     known = low is not None and high is not None and np.isfinite([low, high]).all()
-    ax.errorbar([top["budget"]], [top["loss"]], yerr=[[top["loss"] - low], [high - top["loss"]]] if known else None,
+    # an interval that does not hold its own prediction (a hull of others) still draws: bars never negative
+    ax.errorbar([top["budget"]], [top["loss"]],
+                yerr=[[max(0.0, top["loss"] - low)], [max(0.0, high - top["loss"])]] if known else None,
                 fmt="*", color="red", ms=12, capsize=4,
                 label=f"prediction ({top['approach']})" + (f", {100 * top.get('level', 0.9):.0f}% interval"
                                                            if known else ", no interval"))

@@ -22,12 +22,14 @@ from raylm.study.analysis import fit_results, headline_metrics, usable_points, v
 from raylm.study.config import Study
 from raylm.study.grid import StudyPoint, build_grid, point_config, point_key
 from raylm.study.publish import log_parent
+from raylm.study.record import RecordedPoint, StudyRecord
 from raylm.study.results import PointResult, StudyOutcome
 from raylm.tune.context import TrialContext
 from raylm.tune.session import DriverSession
 from raylm.tune.trial import POINT_TAG
 
 MAX_EPOCHS = 4.0  # Muennighoff et al. (2023): up to ~4 epochs of repeated data cost little
+ANALYSIS_SETTINGS = ("name", "output_dir", "targets", "verify.", "fit.", "trials.")  # may change between runs
 
 
 @dataclass(frozen=True)
@@ -44,23 +46,65 @@ class StudyDriver:
     log: Callable[[str], None]
 
     def train(self, points: list[StudyPoint], kind: str = "study-point") -> list[PointResult]:
-        """Train (or reuse, found by hash) every point; their results in order."""
+        """Train (or reuse, found by hash in the study's record) every point; their results in order."""
+        from raylm.study.record import point_recorder
         from raylm.tune.batch import run_fixed_trials
 
         if not points:
             return []
         keys = {p.label: point_key(self.study, p, self.manifest_key) for p in points}
-        experiment = self.session.base.tracking.experiment
-        done = {p.label: _finished(self.session.writer, self.parent, experiment, keys[p.label]) for p in points}
-        pending = [p for p in points if done[p.label] is None]
+        done = {p.label: self._finished(p, keys[p.label]) for p in points}
+        pending = [p for p in points if not done[p.label]]
         self.log(f"study: {len(points)} runs, {len(points) - len(pending)} already finished (reused), "
                  f"{len(pending)} to train, {self.session.parallel_trials} at a time")
         if pending:
             run_fixed_trials([point_payload(p, keys[p.label]) for p in pending], self.context.of_kind(kind),
                              self.session.parallel_trials, self.directory / "tune", pending[0].kind,
-                             self.study.config.trials.max_failures)
-        return [collect(self.session.writer, self.parent, experiment, p, keys[p.label],
-                        reused=done[p.label] is not None) for p in points]
+                             self.study.config.trials.max_failures, callbacks=[point_recorder(self.record)])
+        recorded = self.record.points()
+        return [self._result(p, keys[p.label], recorded.get(keys[p.label]), done[p.label]) for p in points]
+
+    @property
+    def record(self) -> StudyRecord:
+        return StudyRecord(self.directory)
+
+    def _finished(self, point: StudyPoint, key: str) -> bool:
+        """In the record, finished at its last step; else a FINISHED run of the same hash in the store (a study
+        moved or renamed), whose curve the record then takes over."""
+        recorded = self.record.points().get(key)
+        if recorded is not None and recorded.final(point.grid.steps) is not None:
+            return True
+        run = _finished(self.session.writer, self.parent, self.session.base.tracking.experiment, key)
+        if run is None:
+            return False
+        history = run.metric_history("val/loss")
+        if not history or history[-1][0] != point.grid.steps:
+            return False
+        for step, value in history:
+            self.record.add_eval(key, point.label, step, {"val/loss": value})
+        self.record.add_end(key, point.label, "FINISHED")
+        return True
+
+    def _result(self, point: StudyPoint, key: str, recorded: RecordedPoint | None, reused: bool) -> PointResult:
+        """The point's result from the record; its MLflow run found (or re-created from the record) for links."""
+        from raylm.study.mirror import recreate_run
+        from raylm.tracking.writer import RemoteRun
+
+        if recorded is None:
+            return PointResult(point, key, "FAILED", None, None)
+        tokens_per_step = point.grid.global_batch_size * point.grid.seq_len
+        curve = [(step * tokens_per_step, value) for step, value in recorded.curve()]
+        final = recorded.final(point.grid.steps)
+        run_id = None
+        if self.parent.enabled:
+            run = RemoteRun.find(self.session.writer, self.parent.uri, self.session.base.tracking.experiment,
+                                 POINT_TAG, key)
+            run_id = run.run_id if run is not None else None
+            if run_id is None and recorded.status is not None:
+                run_id = recreate_run(self.session.writer, self.parent, self.study, point, key, recorded,
+                                      point_payload(point, key)["tags"])
+        status = (recorded.status or "FAILED") if final is not None else "FAILED"
+        return PointResult(point, key, status, run_id, final, curve, reused)
 
 
 def run_study(study: Study, address: str | None = None, log=print) -> StudyOutcome:
@@ -82,7 +126,7 @@ def run_study(study: Study, address: str | None = None, log=print) -> StudyOutco
                                headline_metrics(fit, recommended, verify), driver.parent.run_id,
                                driver.parent.experiment_id, driver.parent.uri, time.time() - started,
                                recommendation)
-        log_parent(outcome, driver.parent, study)
+        log_parent(outcome, driver.parent, study, log)
         return outcome
 
 
@@ -94,7 +138,7 @@ def _driver(study: Study, session: DriverSession, grid: list[StudyPoint], log) -
     study_key = hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:12]
     directory = Path(study.config.output_dir).resolve() / f"{study.config.name}-{study_key}"
     directory.mkdir(parents=True, exist_ok=True)
-    parent = _parent(session, study, study_key, directory)
+    parent = _parent(session, study, study_key, directory, log)
     context = session.trial_context(study.base, parent.run_id, str(directory / "points"), "study-point")
     return StudyDriver(study, session, parent, context, manifest.key, directory, log)
 
@@ -120,7 +164,7 @@ def check_corpus(grid: list[StudyPoint], train_tokens: int, log) -> None:
             f"{epochs:.2f} epochs of the corpus's {train_tokens:,} training tokens")
 
 
-def _parent(session: DriverSession, study: Study, study_key: str, directory: Path):
+def _parent(session: DriverSession, study: Study, study_key: str, directory: Path, log):
     from raylm.tracking.writer import RemoteRun
 
     tracking = session.base.tracking
@@ -128,10 +172,17 @@ def _parent(session: DriverSession, study: Study, study_key: str, directory: Pat
         return RemoteRun.disabled()
     parent = RemoteRun.start(session.writer, tracking, f"{study.config.name}-{study_key}", tags={"raylm.kind": "study"},
                              reuse_tag=("raylm.study_key", study_key))
-    parent.log_params({f"study.{k}": v for k, v in flatten(study.config.model_dump(mode="json")).items()
-                       if k != "base"})
+    settings = {k: v for k, v in flatten(study.config.model_dump(mode="json")).items() if k != "base"}
+    # what defines the grid is a param (it cannot change: the same grid is the same parent run); what
+    # only shapes the analysis (targets, fit, verification, name, where) may change between runs: tags
+    parent.log_params({f"study.{k}": v for k, v in settings.items() if not k.startswith(ANALYSIS_SETTINGS)})
+    parent.set_tags({f"raylm.study.{k}": v for k, v in settings.items() if k.startswith(ANALYSIS_SETTINGS)})
     parent.log_text(json.dumps(study.to_dict(), indent=2), "study.json")
     parent.set_tag("raylm.study_dir", str(directory))
+    ended = parent.end_children("RUNNING", "KILLED", "its study driver stopped before it finished (this run of "
+                                "the study trains the point again if it is still in the grid)")
+    if ended:
+        log(f"study: {ended} run(s) left RUNNING by a stopped driver ended as KILLED")
     return parent
 
 
@@ -151,20 +202,6 @@ def _finished(writer, parent, experiment: str, key: str):
         return None
     run = RemoteRun.find(writer, parent.uri, experiment, POINT_TAG, key)
     return run if run is not None and run.status() == "FINISHED" else None
-
-
-def collect(writer, parent, experiment: str, point: StudyPoint, key: str, reused: bool = False) -> PointResult:
-    from raylm.tracking.writer import RemoteRun
-
-    run = RemoteRun.find(writer, parent.uri, experiment, POINT_TAG, key) if parent.enabled else None
-    if run is None:
-        return PointResult(point, key, "FAILED", None, None)
-    tokens_per_step = point.grid.global_batch_size * point.grid.seq_len
-    history = run.metric_history("val/loss")
-    curve = [(step * tokens_per_step, value) for step, value in history]
-    status = run.status() or "FAILED"
-    final = history[-1][1] if history and history[-1][0] == point.grid.steps else None
-    return PointResult(point, key, status if final is not None else "FAILED", run.run_id, final, curve, reused)
 
 
 __all__ = ["PointResult", "StudyDriver", "StudyOutcome", "check_corpus", "run_study"]

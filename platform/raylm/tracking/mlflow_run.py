@@ -34,6 +34,26 @@ def artifact_root(uri: str) -> str | None:
     return None
 
 
+def check_store(tracking: TrackingConfig) -> None:
+    """Refuse to start work whose tracking store does not answer (a local SQLite file is made on demand).
+
+    Records that a store drops in the middle of a run wait on disk and are delivered later; a store
+    that is not there at the start is more likely a wrong address or a server not started yet.
+    """
+    if not tracking.enabled or tracking.tracking_uri.startswith("sqlite:///"):
+        return
+    from mlflow.tracking import MlflowClient
+
+    from raylm.errors import UserError
+
+    try:
+        MlflowClient(tracking_uri=tracking.tracking_uri).search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - any failure means the same to the user
+        raise UserError(f"the tracking store {tracking.tracking_uri} does not answer ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200] if str(exc) else ''}). Start it (e.g. raylm ui), fix "
+                        "tracking.tracking_uri, or run without tracking: --tracking.enabled false") from None
+
+
 class MlflowRun:
     """One MLflow run; every call warns instead of raising, and logging stops after a failure."""
 
@@ -70,8 +90,10 @@ class MlflowRun:
                                               max_results=1)
                 if existing:
                     run.run_id = existing[0].info.run_id
-                    if existing[0].info.status != "FINISHED":
+                    if existing[0].info.status != "FINISHED":  # continued: no longer killed or failed
                         client.update_run(run.run_id, status="RUNNING")
+                        if "raylm.error" in existing[0].data.tags:
+                            client.delete_tag(run.run_id, "raylm.error")
                     return run
             run.run_id = client.create_run(experiment_id, run_name=tracking.run_name or run_name,
                                            tags=all_tags).info.run_id
@@ -165,6 +187,17 @@ class MlflowRun:
     @property
     def waiting(self) -> int:
         return len(self._delivery.pending) if self.enabled and self._deliveries is not None else 0
+
+    def end_children(self, status: str, new_status: str, reason: str) -> int:
+        """End this run's nested runs that are in ``status`` as ``new_status`` with ``reason`` (runs whose
+        driver died: nothing else will ever end them); how many."""
+        found = self._call("search the nested runs", self.client.search_runs, [self.experiment_id],
+                           f"tags.mlflow.parentRunId = '{self.run_id}' and attributes.status = '{status}'")
+        for child in found or []:
+            orphan = MlflowRun(self.uri, child.info.run_id, outbox_dir=self.outbox_dir)
+            orphan.experiment_id = self.experiment_id
+            orphan.finish(new_status, error=reason, force=True)
+        return len(found or [])
 
     # -- reads
 

@@ -29,7 +29,7 @@ CALL_TIMEOUT_S = 120.0  # the longest a caller waits for an answer (a read or an
 CLOSE_WAIT_S = 60.0  # how long a finishing driver keeps retrying records the store has not taken yet
 # Run methods the writer forwards; anything else is refused (the actor is not a general RPC).
 FORWARDED = frozenset({"log_params", "log_metrics", "log_text", "log_artifact", "set_tag", "set_tags", "end",
-                       "finish", "last_step", "status", "metric_history"})
+                       "finish", "last_step", "status", "metric_history", "end_children"})
 
 
 class TrackingWriter:
@@ -263,6 +263,10 @@ class RemoteRun:
 
     def last_step(self, metric: str) -> int:
         return self._ask("last_step", metric, default=-1)
+
+    def end_children(self, status: str, new_status: str, reason: str) -> int:
+        """End the nested runs in ``status`` as ``new_status`` (see :meth:`MlflowRun.end_children`)."""
+        return self._ask("end_children", status, new_status, reason, default=0)
 
     def status(self) -> str | None:
         return self._ask("status")

@@ -48,6 +48,9 @@ def run_training(cfg: RunConfig, address: str | None = None, parent_run_id: str 
         check_checkpoint(resume_from)
     if storage.is_uri(cfg.output_dir):
         storage.check_writable(cfg.output_dir, "output_dir")
+    from raylm.tracking.mlflow_run import check_store
+
+    check_store(cfg.tracking)  # before Ray starts: a wrong address fails in seconds
     connect_ray(address)
     dataset = prepare_data(cfg, plan)
     run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -11,9 +11,10 @@ from raylm.tune.session import trainable
 
 
 def run_fixed_trials(points: list[dict], context: TrialContext, parallel_trials: int, storage: Path, name: str,
-                     max_failures: int = 1):
+                     max_failures: int = 1, callbacks: list | None = None):
     """Run every entry of ``points`` (``{"overrides": ..., "tags": ...}``) to the end; a failed trial is
-    re-run up to ``max_failures`` times. Returns Tune's ResultGrid (errors are in it, not raised)."""
+    re-run up to ``max_failures`` times; ``callbacks``: Tune callbacks on the driver. Returns Tune's
+    ResultGrid (errors are in it, not raised)."""
     import ray.tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -25,6 +26,7 @@ def run_fixed_trials(points: list[dict], context: TrialContext, parallel_trials:
         tune_config=ray.tune.TuneConfig(search_alg=BasicVariantGenerator(max_concurrent=parallel_trials)),
         run_config=ray.tune.RunConfig(name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
                                       storage_path=str(storage), verbose=1,
-                                      failure_config=ray.tune.FailureConfig(max_failures=max_failures)),
+                                      failure_config=ray.tune.FailureConfig(max_failures=max_failures),
+                                      callbacks=callbacks),
     )
     return tuner.fit()

@@ -42,10 +42,12 @@ class DriverSession:
         """Plan, connect, size the concurrency, prepare the data once, start the writer; stop it on exit."""
         from raylm.parallel.plan import make_plan
         from raylm.ray_session import cluster_totals, connect_ray
+        from raylm.tracking.mlflow_run import check_store
         from raylm.tracking.writer import start_writer, stop_writer
         from raylm.train.run import prepare_data
 
         plan = make_plan(base)  # an impossible parallel plan fails here, before Ray starts
+        check_store(base.tracking)  # so does a tracking store that does not answer
         connect_ray(address)
         demand = trial_demand(base)
         parallel_trials = concurrency(demand, cluster_totals(), max_concurrent_trials, log)

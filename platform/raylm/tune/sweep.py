@@ -92,6 +92,10 @@ def _parent_run(writer: str, sweep: Sweep, directory: Path, state: dict, log):
                                                         "parent": parent.handle()}, indent=2))
     else:
         log(f"resuming sweep {directory.name}: finished trials are kept, unfinished ones continue")
+        ended = parent.end_children("RUNNING", "KILLED", "its sweep driver stopped before it finished "
+                                    "(the resumed sweep continues the trial in this run)")
+        if ended:
+            log(f"sweep: {ended} trial run(s) left RUNNING by the stopped driver ended as KILLED until they continue")
     return parent
 
 

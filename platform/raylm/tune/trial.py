@@ -67,12 +67,13 @@ def run_trial(trial_config: dict[str, Any], context: TrialContext) -> None:
     tune_context = ray.tune.get_context()
     trial_id, trial_name = tune_context.get_trial_id(), tune_context.get_trial_name()
     cfg, given, tags = trial_run_config(context.base, trial_config)
-    cfg = cfg.model_copy(update={"name": trial_name})
+    run_name = tags.pop("run_name", trial_name)
+    # a study point is known by the hash of its config: a retried or re-run point reuses its run and checkpoints,
+    # and keeps its name (Tune names a trial anew in every run of the study; a logged param cannot change)
+    key = tags.get(POINT_TAG)
+    cfg = cfg.model_copy(update={"name": run_name if key else trial_name})
     plan = make_plan(cfg)
     dataset = _dataset(context, cfg, plan)
-    run_name = tags.pop("run_name", trial_name)
-    # a study point is known by the hash of its config: a retried or re-run point reuses its run and checkpoints
-    key = tags.get(POINT_TAG)
     reuse = (POINT_TAG, key) if key else (TRIAL_TAG, trial_key(context.parent_run_id, trial_id))
     tracker = RemoteRun.start(
         context.writer, cfg.tracking, run_name, parent_run_id=context.parent_run_id,
