@@ -97,3 +97,64 @@ def test_the_study_record_holds_the_numbers_and_rebuilds_an_empty_store(study_ru
     parent = client.get_run(again.parent_run_id)
     assert parent.data.tags["raylm.study.fit.level"] == "0.8"
     assert "study.fit.level" not in parent.data.params and "study.budgets" in parent.data.params
+
+
+def test_a_study_killed_mid_point_finishes_every_point_as_if_never_stopped(study_run, tmp_path, ray_local):
+    """The driver (a `raylm study` process on the same Ray) is killed with SIGKILL after some points finished
+    and while another is between checkpoints; run again, the study continues that point from its newest
+    checkpoint, ends every point FINISHED with the uninterrupted study's losses, one run per point, none
+    left RUNNING."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from raylm.study.record import StudyRecord
+
+    _, _, uninterrupted = study_run
+    path = write_study(tmp_path)
+    spec = yaml.safe_load(path.read_text())
+    spec["base"]["faults"] = {"step_delay_s": 0.3}  # slow steps: the kill lands inside a point
+    path.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    with open(tmp_path / "driver.log", "w") as log:
+        driver = subprocess.Popen([sys.executable, "-m", "raylm.cli", "study", "run", str(path)], cwd=tmp_path,
+                                  env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    interrupted = None
+    try:
+        deadline = time.time() + 900
+        while time.time() < deadline and driver.poll() is None and interrupted is None:
+            time.sleep(0.5)
+            records = [StudyRecord(d).points() for d in tmp_path.glob("studies/tiny-*")]
+            points = records[0] if records else {}
+            finished = [p for p in points.values() if p.status == "FINISHED"]
+            midway = [p for p in points.values() if p.status is None and p.evals]
+            if len(finished) >= 2 and midway:
+                interrupted = midway[0]
+        if interrupted is None:
+            pytest.fail(f"the study never had a point half done after two finished:\n"
+                        f"{(tmp_path / 'driver.log').read_text()[-3000:]}")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    outcome = run_study(load_study(path), log=print)
+    assert [r.status for r in outcome.results] == ["FINISHED"] * 9
+    expected = {r.point.label: r.loss for r in uninterrupted.results}
+    assert {r.point.label: r.loss for r in outcome.results} == pytest.approx(expected, rel=1e-5)
+    assert len(outcome.recommendation.point.data) == 9  # every point in the fit
+    client = MlflowClient(outcome.tracking_uri)
+    experiment = client.get_experiment_by_name("studies")
+    runs = client.search_runs([experiment.experiment_id])
+    assert {r.info.status for r in runs} == {"FINISHED"}  # none left RUNNING
+    keys = [r.data.tags.get("raylm.point_key") for r in runs if r.info.run_id != outcome.parent_run_id]
+    assert len(keys) == len(set(keys)) == 10  # one run per point (9 + the verification)
+    resumed = [r for r in runs if r.data.tags.get("raylm.point_key") == interrupted.key]
+    assert int(resumed[0].data.tags["raylm.resumed_from_step"]) >= min(interrupted.evals)
+    for run in runs:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+        assert steps == sorted(set(steps))  # no metric point twice

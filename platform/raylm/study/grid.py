@@ -137,12 +137,13 @@ def point_config(study: Study, point: StudyPoint) -> RunConfig:
 
 def point_key(study: Study, point: StudyPoint, manifest_key: str) -> str:
     """A hash of everything that decides the point's result: its full run config and the data manifest.
-    Paths (where outputs go, where the store is) and the checkpoint cadence are left out: moving a study
-    does not retrain it."""
+    Paths (where outputs go, where the store is), the checkpoint cadence and step delays are left out:
+    moving a study does not retrain it."""
     run = point_run(study, point)
     run = {k: v for k, v in run.items() if k not in ("name", "output_dir", "tracking")}
     run.get("data", {}).pop("shards_dir", None)
     run.get("train", {}).pop("checkpoint_every", None)  # how often it saves does not change what it learns
+    run.get("faults", {}).pop("step_delay_s", None)  # nor does a pause before each step
     blob = json.dumps({"run": run, "manifest": manifest_key}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 

@@ -88,6 +88,8 @@ class WorkerRun:
             self.loader.load_state_dict(restored.loader)
             self.skip_logging_until = self.tracker.last_step("train/loss")
             self._print(f"resumed from {restored.path} at step {self.step}")
+            if self.rank == 0:
+                self.tracker.set_tag("raylm.resumed_from_step", self.step)
         timer, self.timed_from_step = StepTimer(), self.step
         while self.step < self.cfg.train.max_steps:
             self._maybe_kill()
