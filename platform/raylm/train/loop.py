@@ -36,6 +36,7 @@ from raylm.train.swa import run_weight_average
 from raylm.train.worker_output import DIVERGED_FILE, worker_print
 
 FAULT_MARKER = ".fault_injected"
+LOGGED_ONCE = ("train/loss", "val/loss")  # each logged group, by the metric that marks its steps
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -71,7 +72,8 @@ class WorkerRun:
         self.flops_per_token = matmul_flops_per_token(cfg.model, cfg.train.seq_len)
         self.peak = cfg.train.peak_tflops * 1e12 if cfg.train.peak_tflops else measure_peak_flops(
             device="cuda" if cfg.parallel.use_gpu else "cpu")
-        self.step, self.skip_logging_until, self.last_checkpoint = 0, -1, None
+        self.step, self.last_checkpoint = 0, None
+        self.skip_logging_until: dict[str, int] = {}
         self.last_eval: dict[str, float] = {}
         self.swa = run_weight_average(self.engine.module, cfg)  # None unless optim.swa
 
@@ -83,10 +85,12 @@ class WorkerRun:
     def run(self) -> None:
         restored = checkpoints.restore(self.engine, self.rank, self.world_size, self.runtime["storage_dir"],
                                        self.runtime.get("resume_from"), swa=self.swa)
+        # a run continued (from a checkpoint, or from the start when it died before its first one) does not
+        # log again the steps its MLflow run already holds: the same steps give the same numbers
+        self.skip_logging_until = {k: self.tracker.last_step(k) for k in LOGGED_ONCE}
         if restored is not None:
             self.step, self.last_checkpoint = restored.step, restored.path
             self.loader.load_state_dict(restored.loader)
-            self.skip_logging_until = self.tracker.last_step("train/loss")
             self._print(f"resumed from {restored.path} at step {self.step}")
             if self.rank == 0:
                 self.tracker.set_tag("raylm.resumed_from_step", self.step)
@@ -192,7 +196,8 @@ class WorkerRun:
         self._log(metrics)
 
     def _log(self, metrics: dict[str, float]) -> None:
-        if self.rank == 0 and self.step > self.skip_logging_until:
+        group = next((k for k in LOGGED_ONCE if k in metrics), LOGGED_ONCE[0])
+        if self.rank == 0 and self.step > self.skip_logging_until.get(group, -1):
             self.tracker.log_metrics(metrics, self.step)
 
     def _report_metrics(self, losses: dict[str, float]) -> dict[str, float]:
