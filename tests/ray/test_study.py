@@ -118,7 +118,7 @@ def test_a_study_killed_mid_point_finishes_every_point_as_if_never_stopped(study
     _, _, uninterrupted = study_run
     path = write_study(tmp_path)
     spec = yaml.safe_load(path.read_text())
-    spec["base"]["faults"] = {"step_delay_s": 0.3}  # slow steps: the kill lands inside a point
+    spec["base"]["faults"] = {"step_delay_s": 0.15}  # slow steps: the kill lands inside a point
     path.write_text(yaml.safe_dump(spec))
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -142,7 +142,8 @@ def test_a_study_killed_mid_point_finishes_every_point_as_if_never_stopped(study
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-    outcome = run_study(load_study(path), log=print)
+    # run again at full speed: a step delay is not part of a point's hash, so these are the same points
+    outcome = run_study(load_study(path, [("faults.step_delay_s", "0")]), log=print)
     assert [r.status for r in outcome.results] == ["FINISHED"] * 9
     expected = {r.point.label: r.loss for r in uninterrupted.results}
     assert {r.point.label: r.loss for r in outcome.results} == pytest.approx(expected, rel=1e-5)
@@ -158,3 +159,66 @@ def test_a_study_killed_mid_point_finishes_every_point_as_if_never_stopped(study
     for run in runs:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
         assert steps == sorted(set(steps))  # no metric point twice
+
+
+def test_a_study_with_a_new_target_through_a_tracking_outage(study_run, tmp_path):
+    """The same grid against a real `mlflow server`, with a new target: the grid's points come from the
+    study's record (re-created in the server's empty store), the new target's verification run trains
+    while the server is stopped for 25 s, and every run ends FINISHED with each metric point once."""
+    import threading
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from raylm.tracking.ui_server import ServerProcess, free_port, start_ui
+
+    tmp, _, first = study_run
+    store, port = f"sqlite:///{tmp_path / 'server.db'}", free_port()
+    process = ServerProcess(log_path=tmp_path / "server.log", timeout=120)
+    server = {"ui": start_ui(store, port=port, process=process)}
+    uri = f"http://127.0.0.1:{port}"
+    events: list[str] = []
+
+    def verification_steps() -> int:
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("studies")
+        runs = client.search_runs([experiment.experiment_id], "tags.`raylm.point_kind` = 'verify'") \
+            if experiment else []
+        return max((len(client.get_metric_history(r.info.run_id, "train/loss")) for r in runs), default=0)
+
+    def outage():
+        deadline = time.time() + 900
+        while time.time() < deadline:
+            try:
+                if verification_steps() >= 2:
+                    break
+            except Exception:  # noqa: BLE001 - the store may be busy
+                pass
+            time.sleep(0.5)
+        server["ui"].stop()
+        events.append("stopped")
+        time.sleep(25)
+        server["ui"] = start_ui(store, port=port, process=process)
+        events.append("started")
+
+    thread = threading.Thread(target=outage, daemon=True)
+    thread.start()
+    try:
+        study = load_study(write_study(tmp, targets=[4.8e9]),
+                           [("tracking.tracking_uri", uri), ("tracking.outbox_dir", str(tmp_path / "outbox")),
+                            ("faults.step_delay_s", "0.5")])
+        outcome = run_study(study, log=print)
+        thread.join(timeout=300)
+        assert events == ["stopped", "started"]
+        assert all(r.reused for r in outcome.results) and not any(r.reused for r in outcome.verify)
+        assert outcome.recommended[0]["budget"] == 4.8e9 != first.recommended[0]["budget"]
+        client = MlflowClient(uri)
+        runs = client.search_runs([client.get_experiment_by_name("studies").experiment_id])
+        assert len(runs) == 1 + 9 + 1 and {r.info.status for r in runs} == {"FINISHED"}
+        (verify,) = [r for r in runs if r.data.tags.get("raylm.point_kind") == "verify"]
+        last, every = outcome.verify[0].point.grid.steps, study.base_config.train.log_every
+        steps = sorted(m.step for m in client.get_metric_history(verify.info.run_id, "train/loss"))
+        assert steps == sorted({1, last} | set(range(every, last + 1, every)))  # 0 missing, 0 duplicated
+        assert not list((tmp_path / "outbox").glob("*.jsonl"))
+    finally:
+        server["ui"].stop()

@@ -27,10 +27,14 @@ def test_grid_has_every_budget_with_its_own_schedule(tmp_path):
     assert [p.grid.budget for p in grid] == [2e8] * 3 + [4e8] * 3 + [8e8] * 3
     for p in grid:
         o = p.overrides
-        assert o["train.max_steps"] == p.grid.steps and o["train.checkpoint_every"] == p.grid.steps
+        assert o["train.max_steps"] == p.grid.steps
         assert o["train.eval_every"] == max(1, p.grid.steps // 3) and 0 <= o["train.warmup_steps"] < p.grid.steps
+        # checkpoints along the run, each at an evaluation (3 evaluations, 3 checkpoints: every evaluation)
+        assert o["train.checkpoint_every"] == o["train.eval_every"] < p.grid.steps
         assert o["model.d_model"] == p.grid.model["d_model"]
         assert abs(p.grid.flops / p.grid.budget - 1) < 0.1
+    ends_only = build_grid(load_study(write_study(tmp_path, checkpoints_per_point=1)))
+    assert all(p.overrides["train.checkpoint_every"] == p.grid.steps for p in ends_only)
     for p in grid:  # warmup of N tokens (grows with size), at most a quarter of the run
         tokens_per_step = p.grid.global_batch_size * p.grid.seq_len
         assert p.grid.warmup == min(round(p.grid.params / tokens_per_step), int(0.25 * p.grid.steps))

@@ -113,6 +113,8 @@ def _cadence(steps: int, cfg) -> tuple[int, int]:
     each at an evaluation (a checkpoint reports the evaluation it was taken with), so a killed study
     continues a point from its newest one."""
     eval_every = max(1, steps // cfg.evals_per_point)
+    if cfg.checkpoints_per_point <= 1:
+        return eval_every, steps
     evals_per_checkpoint = max(1, round(cfg.evals_per_point / cfg.checkpoints_per_point))
     return eval_every, min(steps, eval_every * evals_per_checkpoint)
 

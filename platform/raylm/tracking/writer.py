@@ -199,7 +199,7 @@ class RemoteRun:
         import ray
 
         handle = ray.get(_writer(writer_name).start_run.remote(tracking.model_dump(), run_name, parent_run_id,
-                                                               tags, reuse_tag))
+                                                               tags, reuse_tag), timeout=CALL_TIMEOUT_S)
         return cls(writer_name, handle)
 
     @classmethod
@@ -207,7 +207,7 @@ class RemoteRun:
         """The run tagged ``tag = value`` in ``experiment`` of the store ``uri`` (absolute), if any."""
         import ray
 
-        handle = ray.get(_writer(writer_name).find_run.remote(uri, experiment, tag, value))
+        handle = ray.get(_writer(writer_name).find_run.remote(uri, experiment, tag, value), timeout=CALL_TIMEOUT_S)
         return cls(writer_name, handle) if handle else None
 
     @property
