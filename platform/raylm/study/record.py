@@ -12,9 +12,10 @@ the same point and step wins (a point continued from a checkpoint reports its la
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from raylm.durable_log import append_lines
 
 RECORD_FILE = "points.jsonl"
 
@@ -64,11 +65,7 @@ class StudyRecord:
         return out
 
     def _append(self, entry: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_lines(self.path, [entry])
 
 
 RECORDED_METRICS = ("val/loss", "val/perplexity", "train/loss")

@@ -53,7 +53,8 @@ class StudyDriver:
         if not points:
             return []
         keys = {p.label: point_key(self.study, p, self.manifest_key) for p in points}
-        done = {p.label: self._finished(p, keys[p.label]) for p in points}
+        recorded = self.record.points()  # read once for every point
+        done = {p.label: self._finished(p, keys[p.label], recorded.get(keys[p.label])) for p in points}
         pending = [p for p in points if not done[p.label]]
         self.log(f"study: {len(points)} runs, {len(points) - len(pending)} already finished (reused), "
                  f"{len(pending)} to train, {self.session.parallel_trials} at a time")
@@ -68,10 +69,9 @@ class StudyDriver:
     def record(self) -> StudyRecord:
         return StudyRecord(self.directory)
 
-    def _finished(self, point: StudyPoint, key: str) -> bool:
+    def _finished(self, point: StudyPoint, key: str, recorded: RecordedPoint | None) -> bool:
         """In the record, finished at its last step; else a FINISHED run of the same hash in the store (a study
         moved or renamed), whose curve the record then takes over."""
-        recorded = self.record.points().get(key)
         if recorded is not None and recorded.final(point.grid.steps) is not None:
             return True
         run = _finished(self.session.writer, self.parent, self.session.base.tracking.experiment, key)

@@ -5,11 +5,12 @@ that may pass (connection refused, timeout, a 5xx, a locked database) the record
 outbox on disk (:mod:`raylm.tracking.outbox`) and so does every later record, to keep the order;
 the waiting records are retried with exponential backoff (1 s doubling to 10 s) on every new
 record and by the writer's background retry (:mod:`raylm.tracking.writer`). The console says once
-when the store went away, with the number of records waiting and where, and again when they were
-delivered. A record the store refuses for good (a changed parameter, a missing local file) is
-reported and dropped: retrying cannot make it land, and it must not hold back the records behind it.
-Parameters refused because some already exist with other values are logged one by one, keeping the
-values the run had, and the names that changed are reported.
+when the store went away and where the records wait, and again when they were delivered (how many
+still wait is said when the driver finishes: :func:`raylm.tracking.writer.stop_writer`). A record
+the store refuses for good (a changed parameter, a missing local file) is reported and dropped:
+retrying cannot make it land, and it must not hold back the records behind it. Parameters refused
+because some already exist with other values are logged one by one, keeping the values the run
+had, and the names that changed are reported.
 """
 
 from __future__ import annotations

@@ -14,10 +14,11 @@ removed once everything in it is delivered.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from raylm.durable_log import append_lines
 
 SUFFIX = ".jsonl"
 
@@ -67,11 +68,7 @@ class Outbox:
             self.path.unlink(missing_ok=True)
 
     def _write(self, lines: list[dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write("".join(json.dumps(line) + "\n" for line in lines))
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_lines(self.path, lines)
 
     def _read(self) -> list[Record]:
         records: dict[int, Record] = {}
