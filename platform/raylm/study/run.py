@@ -57,7 +57,7 @@ class StudyDriver:
         done = {p.label: self._finished(p, keys[p.label], recorded.get(keys[p.label])) for p in points}
         pending = [p for p in points if not done[p.label]]
         self.log(f"study: {len(points)} runs, {len(points) - len(pending)} already finished (reused), "
-                 f"{len(pending)} to train, {self.session.parallel_trials} at a time")
+                 f"{len(pending)} to train, {self.session.describe_trials()}")
         if pending:
             run_fixed_trials([point_payload(p, keys[p.label]) for p in pending], self.context.of_kind(kind),
                              self.session.parallel_trials, self.directory / "tune", pending[0].kind,
@@ -115,7 +115,8 @@ def run_study(study: Study, address: str | None = None, log=print) -> StudyOutco
     started = time.time()
     grid = build_grid(study)
     first = point_config(study, grid[0])
-    with DriverSession.open(first, study.config.trials.max_concurrent_trials, address, log) as session:
+    trials = study.config.trials
+    with DriverSession.open(first, trials.max_concurrent_trials, address, log, trials.in_process) as session:
         driver = _driver(study, session, grid, log)
         results = driver.train(grid)
         fit, recommendation = fit_results(study, usable_points(results, log))

@@ -7,9 +7,11 @@ states on rank 0 or every rank under ZeRO-3, and each rank's optimizer partition
 passes its directory to ``ray.train.report``, which merges them into one checkpoint in
 storage; a checkpoint passed by rank 0 alone would lose the other ranks' optimizer shards.
 Ray registers a checkpoint only after all of it is persisted, so a crash during a save
-leaves the previous checkpoint as the latest one. Storage is Ray Train's ``storage_path``: a
-local directory (a mount every node sees) or a URI (``s3://...``); a checkpoint to continue from
-may be either (:mod:`raylm.storage`).
+leaves the previous checkpoint as the latest one. A one-worker trial trained in process writes
+its checkpoint to storage itself (:mod:`raylm.train.reports`), ``rank0.json`` last.
+
+Storage is Ray Train's ``storage_path``: a local directory (a mount every node sees) or a URI
+(``s3://...``); a checkpoint to continue from may be either (:mod:`raylm.storage`).
 """
 
 from __future__ import annotations
@@ -39,21 +41,18 @@ class RestoredState:
     path: str          # where the checkpoint was read from (a local path or a URI)
 
 
-def save_and_report(engine, step: int, loader_state: dict, rank: int, metrics: dict, swa=None) -> None:
-    """Write this rank's part (with its :class:`~raylm.train.swa.WeightAverage`, if any) and report it
-    (a barrier across ranks)."""
-    import ray.train
-
+def save_and_report(engine, step: int, loader_state: dict, rank: int, metrics: dict, reports, swa=None) -> None:
+    """Write this rank's part (with its :class:`~raylm.train.swa.WeightAverage`, if any) and report it through
+    ``reports`` (:mod:`raylm.train.reports`; through Ray Train, a barrier across ranks)."""
     local = Path(tempfile.mkdtemp(prefix=f"raylm-step{step}-rank{rank}-"))
     try:
         engine.save_checkpoint(str(local), tag=DEEPSPEED_TAG, client_state={"step": step})
         save_local_experts(engine.module, local, rank)  # DeepSpeed keeps only rank 0's copy of our experts
-        (local / f"rank{rank}.json").write_text(json.dumps({"step": step, "loader": loader_state}))
         torch.save({"torch": torch.get_rng_state()}, local / f"rank{rank}_rng.pt")
         if swa is not None:
             torch.save(swa.state_dict(), local / f"rank{rank}_swa.pt")
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(local)),
-                         checkpoint_dir_name=checkpoint_dir_name(step))
+        (local / f"rank{rank}.json").write_text(json.dumps({"step": step, "loader": loader_state}))  # marks it whole
+        reports.report(metrics, local, checkpoint_dir_name(step))
     finally:
         shutil.rmtree(local, ignore_errors=True)
 
@@ -83,14 +82,12 @@ def checkpoint_at(location: str | Path):
 
 
 def restore(engine, rank: int, world_size: int, storage_dir: str, resume_from: str | None = None,
-            swa=None) -> RestoredState | None:
-    """Load the checkpoint to continue from: the one Ray Train hands to a restarted attempt, else the
-    newest complete one this run wrote (a worker that dies right after a report can beat Ray's
+            swa=None, given=None) -> RestoredState | None:
+    """Load the checkpoint to continue from: ``given`` (the one Ray Train hands to a restarted attempt), else
+    the newest complete one this run wrote (a worker that dies right after a report can beat Ray's
     bookkeeping of it), else ``resume_from`` (an earlier run's), else none. ``swa`` (a
     :class:`~raylm.train.swa.WeightAverage`) continues from the rank's saved average."""
-    import ray.train
-
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = given
     if checkpoint is None:
         source = latest_complete(storage_dir, world_size) or resume_from
         checkpoint = checkpoint_at(source) if source else None

@@ -29,9 +29,10 @@ from raylm.tracking.system_metrics import node_sampler
 from raylm.tracking.writer import RemoteRun
 from raylm.train import checkpoints
 from raylm.train.batches import model_inputs, objective_generator
-from raylm.train.metrics import StepTimer, measure_peak_flops, memory_bytes, mfu
+from raylm.train.metrics import Phases, StepTimer, memory_bytes, mfu, process_peak_flops
 from raylm.train.moe_metrics import moe_metrics
 from raylm.train.optimizers import optimizer_factories
+from raylm.train.reports import reports_for, worker_coordinates
 from raylm.train.swa import run_weight_average
 from raylm.train.worker_output import DIVERGED_FILE, worker_print
 
@@ -39,16 +40,17 @@ FAULT_MARKER = ".fault_injected"
 LOGGED_ONCE = ("train/loss", "val/loss")  # each logged group, by the metric that marks its steps
 
 
-def train_loop_per_worker(config: dict) -> None:
-    import ray.train
-
-    context = ray.train.get_context()
+def train_loop_per_worker(config: dict) -> dict | None:
+    """Train this worker's share; returns the last metrics it reported."""
+    entered_at = time.time()
+    rank, world_size, local_rank, node_rank = worker_coordinates(config["runtime"])
     cfg = RunConfig.from_dict(config["run"])
     # the first worker of each node samples its node's CPU, memory and GPUs into the run
-    sampler = node_sampler(cfg.tracking.system_metrics_every_s, config["runtime"]["tracking"],
-                           context.get_local_rank(), context.get_node_rank())
+    sampler = node_sampler(cfg.tracking.system_metrics_every_s, config["runtime"]["tracking"], local_rank, node_rank)
     try:
-        WorkerRun(cfg, config["runtime"], context.get_world_rank(), context.get_world_size()).run()
+        worker = WorkerRun(cfg, config["runtime"], rank, world_size, entered_at)
+        worker.run()
+        return worker.reports.last
     finally:
         sampler.stop()
 
@@ -56,22 +58,31 @@ def train_loop_per_worker(config: dict) -> None:
 class WorkerRun:
     """One worker's share of a training run."""
 
-    def __init__(self, cfg: RunConfig, runtime: dict, rank: int, world_size: int):
+    def __init__(self, cfg: RunConfig, runtime: dict, rank: int, world_size: int, entered_at: float | None = None):
         self.cfg, self.runtime, self.rank, self.world_size = cfg, runtime, rank, world_size
+        self.entered_at = entered_at if entered_at is not None else time.time()  # when this worker's loop began
+        self.phases = Phases()  # start-up and tear-down, logged as startup/* and teardown/* (bench/trial_overhead.py)
         self.specials = SpecialTokens.from_dict(runtime["special_tokens"])
+        if not cfg.parallel.use_gpu:
+            torch.set_num_threads(max(1, int(cfg.parallel.cpus_per_worker)))  # the CPUs Ray reserved for this worker
         torch.manual_seed(cfg.train.seed)
         init_distributed(cfg.parallel.use_gpu)
+        self.phases.mark("process_group")
         self.plan = make_plan(cfg, world_size)
         self.dp_rank = pipeline_coords(rank, self.plan)[1]  # stages of one replica read the same data
         self.engine = make_training_engine(cfg, self.plan, *optimizer_factories(cfg))
         self.device = self.engine.device
+        self.phases.mark("engine")
         self.grad_norm: float | None = None
         self.loader = self._loader("train", shuffle=True)
         # rank 0 sends metrics to the driver's tracking writer; no worker opens the tracking store
         self.tracker = RemoteRun.from_handle(runtime["tracking"]) if rank == 0 else RemoteRun.disabled()
+        self.reports = reports_for(runtime, cfg.train.keep_checkpoints)
+        self.phases.mark("data")
         self.flops_per_token = matmul_flops_per_token(cfg.model, cfg.train.seq_len)
-        self.peak = cfg.train.peak_tflops * 1e12 if cfg.train.peak_tflops else measure_peak_flops(
-            device="cuda" if cfg.parallel.use_gpu else "cpu")
+        self.peak = cfg.train.peak_tflops * 1e12 if cfg.train.peak_tflops else process_peak_flops(
+            "cuda" if cfg.parallel.use_gpu else "cpu")
+        self.phases.mark("peak_flops")
         self.step, self.last_checkpoint = 0, None
         self.skip_logging_until: dict[str, int] = {}
         self.last_eval: dict[str, float] = {}
@@ -84,7 +95,8 @@ class WorkerRun:
 
     def run(self) -> None:
         restored = checkpoints.restore(self.engine, self.rank, self.world_size, self.runtime["storage_dir"],
-                                       self.runtime.get("resume_from"), swa=self.swa)
+                                       self.runtime.get("resume_from"), swa=self.swa,
+                                       given=self.reports.given_checkpoint())
         # a run continued (from a checkpoint, or from the start when it died before its first one) does not
         # log again the steps its MLflow run already holds: the same steps give the same numbers
         self.skip_logging_until = {k: self.tracker.last_step(k) for k in LOGGED_ONCE}
@@ -94,11 +106,16 @@ class WorkerRun:
             self._print(f"resumed from {restored.path} at step {self.step}")
             if self.rank == 0:
                 self.tracker.set_tag("raylm.resumed_from_step", self.step)
+        self.phases.mark("restore")
         timer, self.timed_from_step = StepTimer(), self.step
+        first_step = self.step + 1
         while self.step < self.cfg.train.max_steps:
             self._maybe_kill()
             losses, stats = self._train_step()
             self.step += 1
+            if self.step == first_step:
+                self.phases.mark("first_step")
+                self._log_startup()
             if not math.isfinite(losses["train/loss"]) and self.plan.precision != "fp16":
                 self._report_divergence(losses["train/loss"])
                 self.tracker.flush()
@@ -112,14 +129,32 @@ class WorkerRun:
                 self.last_eval = self.evaluate()
                 self._log(self.last_eval)
             if self.step % self.cfg.train.checkpoint_every == 0 or self.step == self.cfg.train.max_steps:
+                self.phases.restart()
                 self._checkpoint(losses)  # reports the evaluation with the checkpoint
+                self.phases.mark("checkpoint")
             elif evaluates:
                 self._report(losses)  # every evaluation is reported: Tune's schedulers decide on these
             if self._paused(self.step):  # keep evaluation and saving out of tokens/s
                 timer.lap()
                 self.timed_from_step = self.step
+        self.phases.restart()
         self._export_model()
+        self.phases.mark("export")
+        if self.rank == 0:
+            self.tracker.log_metrics({f"teardown/{k}_s": self.phases.seconds.get(k, 0.0)
+                                      for k in ("checkpoint", "export")}, self.step)
         self.tracker.flush()
+
+    def _log_startup(self) -> None:
+        """Where this run's start-up went: launch (controller, worker processes, imports: from the driver's
+        start of the trainer to this worker's loop), then each phase inside the worker."""
+        if self.rank != 0:
+            return
+        launched = self.runtime.get("launched_at")
+        startup = {f"startup/{k}_s": v for k, v in self.phases.seconds.items()}
+        if launched is not None:
+            startup["startup/launch_s"] = max(0.0, self.entered_at - launched)
+        self.tracker.log_metrics(startup, self.step)
 
     def _paused(self, step: int) -> bool:
         """Whether this step evaluated or saved (work that is not training throughput)."""
@@ -206,13 +241,11 @@ class WorkerRun:
         return {**losses, **self.last_eval, "step": self.step, "tokens": self.step * self.plan.tokens_per_step}
 
     def _report(self, losses: dict[str, float]) -> None:
-        import ray.train
-
-        ray.train.report(self._report_metrics(losses))
+        self.reports.report(self._report_metrics(losses))
 
     def _checkpoint(self, losses: dict[str, float]) -> None:
         checkpoints.save_and_report(self.engine, self.step, self.loader.state_dict(), self.rank,
-                                    self._report_metrics(losses), swa=self.swa)
+                                    self._report_metrics(losses), self.reports, swa=self.swa)
         self.last_checkpoint = storage.join(self.runtime["storage_dir"], checkpoints.checkpoint_dir_name(self.step))
 
     def _report_divergence(self, loss: float) -> None:

@@ -10,10 +10,47 @@ measured peak, and so MFU, is approximate.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import socket
+import tempfile
 import time
+from pathlib import Path
 
 import torch
+
+PEAK_CACHE = Path(tempfile.gettempdir()) / "raylm-peak-flops.json"
+PEAK_CACHE_VALID_S = 6 * 3600
+
+
+@functools.cache
+def process_peak_flops(device: str) -> float:
+    """:func:`measure_peak_flops` once per node, device model and thread count: a trial process that trains
+    run after run (a reused Tune trial actor) measures once, and so does a node whose workers start anew
+    for every trial (the figure is kept ``PEAK_CACHE_VALID_S`` in a file in the node's temporary directory)."""
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    key = f"{socket.gethostname()}|{name}|{torch.get_num_threads()}"
+    cached = _read_peak_cache().get(key)
+    if cached and time.time() - cached["at"] < PEAK_CACHE_VALID_S:
+        return float(cached["flops"])
+    flops = measure_peak_flops(device=device)
+    entries = _read_peak_cache()
+    entries[key] = {"flops": flops, "at": time.time()}
+    partial = PEAK_CACHE.with_suffix(f".{os.getpid()}.partial")
+    try:
+        partial.write_text(json.dumps(entries))
+        partial.replace(PEAK_CACHE)  # atomic: a concurrent reader sees the old file or the new one
+    except OSError:
+        pass  # a read-only temporary directory: measured again next time
+    return flops
+
+
+def _read_peak_cache() -> dict:
+    try:
+        return json.loads(PEAK_CACHE.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def measure_peak_flops(size: int = 1024, windows: int = 5, seconds: float = 0.2, device: str = "cpu") -> float:
@@ -51,6 +88,23 @@ def memory_bytes(device: torch.device) -> float:
         return float(psutil.Process(os.getpid()).memory_info().rss)
     except ImportError:  # pragma: no cover - psutil comes with ray[default]
         return float("nan")
+
+
+class Phases:
+    """Seconds spent in named phases of a run (start-up and tear-down), each measured from the previous mark."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+        self._last = now
+
+    def restart(self) -> None:
+        """Start timing the next phase from now (time since the last mark belongs to no phase)."""
+        self._last = time.perf_counter()
 
 
 class StepTimer:

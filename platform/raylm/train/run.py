@@ -13,6 +13,7 @@ exported model and ``diverged.txt`` all go there (:mod:`raylm.storage`, docs/sto
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,9 @@ from raylm.parallel.plan import ParallelPlan, check_data_size, make_plan
 from raylm.ray_session import connect_ray
 from raylm.tracking.writer import RemoteRun, start_writer, stop_writer
 from raylm.train.worker_output import DIVERGED_FILE
+
+HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # Ray Train passes it on to its controller
+HEALTH_CHECK_INTERVAL_S = 0.2
 
 
 @dataclass
@@ -73,27 +77,23 @@ def check_checkpoint(location: str) -> None:
 
 
 def execute_run(cfg: RunConfig, plan: ParallelPlan, dataset, tracker: RemoteRun, run_name: str,
-                storage_root: str | Path, resume_from: str | None = None, callbacks: tuple = ()) -> TrainingResult:
+                storage_root: str | Path, resume_from: str | None = None, callbacks: tuple = (),
+                in_process: bool = False) -> TrainingResult:
     """Run one TorchTrainer for ``cfg`` into the already created MLflow run ``tracker`` and end that run
     (FINISHED, or FAILED with the reason). ``raylm train`` and every Tune trial go through here; a trial
     passes Tune's report callback in ``callbacks``. The run is named ``run_name`` under ``storage_root``:
     a re-run with the same name continues from that run's own newest checkpoint. ``storage_root`` is a
-    local path or a URI."""
+    local path or a URI. ``in_process`` (one worker only) trains in this process through Ray Train's local
+    mode (:func:`_fit_in_process`) instead of a worker group."""
     storage_root = storage.absolute(storage_root)  # absolute: workers run in their own working directories
-    dataset_dir = dataset.location
-    tracker.log_params({**flatten(cfg.to_dict()), **_plan_params(plan), "data.directory": dataset_dir})
+    tracker.log_params({**flatten(cfg.to_dict()), **_plan_params(plan), "data.directory": dataset.location})
     tracker.log_text(to_yaml(cfg), "config.yaml")
-    runtime = {
-        "dataset_dir": dataset_dir,
-        "tokenizer_path": storage.absolute(dataset.tokenizer_path),
-        "special_tokens": dataset.special_tokens().to_dict(),
-        "tracking": tracker.handle(),
-        "storage_dir": storage.join(storage_root, run_name),
-        "model_dir": storage.join(storage_root, run_name, "model"),
-        "resume_from": storage.absolute(resume_from) if resume_from else None,
-    }
+    runtime = worker_runtime(dataset, tracker.handle(), storage_root, run_name, resume_from, in_process)
     try:
-        result = _fit(cfg, run_name, storage_root, runtime, callbacks)
+        if in_process:
+            result = _fit_in_process(cfg, run_name, storage_root, runtime)
+        else:
+            result = _fit(cfg, run_name, storage_root, runtime, callbacks)
     except KeyboardInterrupt:
         tracker.finish("KILLED")
         raise
@@ -101,7 +101,7 @@ def execute_run(cfg: RunConfig, plan: ParallelPlan, dataset, tracker: RemoteRun,
         tracker.finish("FAILED", error=str(exc))
         raise
     diverged = _diverged(runtime["storage_dir"])
-    checkpoint = storage.to_uri(result.checkpoint.filesystem, result.checkpoint.path) if result.checkpoint else None
+    checkpoint = _final_checkpoint(result, runtime, plan)
     if checkpoint:
         tracker.set_tag("raylm.checkpoint", checkpoint)
         tracker.log_text(f"{checkpoint}\n", "checkpoint_path.txt")
@@ -111,8 +111,38 @@ def execute_run(cfg: RunConfig, plan: ParallelPlan, dataset, tracker: RemoteRun,
     tracker.set_tag("raylm.model_dir", runtime["model_dir"])
     tracker.finish("FINISHED")
     return TrainingResult(run_name, storage.location(runtime["storage_dir"]), checkpoint,
-                          storage.location(runtime["model_dir"]), dict(result.metrics), tracker.run_id, tracker.uri,
+                          storage.location(runtime["model_dir"]), dict(result.metrics or result.return_value or {}),
+                          tracker.run_id, tracker.uri,
                           tracker.experiment_id)
+
+
+def worker_runtime(dataset, tracking: dict, storage_root: str, run_name: str, resume_from: str | None = None,
+                   in_process: bool = False) -> dict:
+    """What the driver hands every worker besides the run config (``runtime`` of
+    :func:`raylm.train.loop.train_loop_per_worker`): the shards, the tokenizer, the tracking handle, where to
+    store, and how the run is hosted."""
+    return {
+        "dataset_dir": dataset.location,
+        "tokenizer_path": storage.absolute(dataset.tokenizer_path),
+        "special_tokens": dataset.special_tokens().to_dict(),
+        "tracking": tracking,
+        "storage_dir": storage.join(storage_root, run_name),
+        "model_dir": storage.join(storage_root, run_name, "model"),
+        "resume_from": storage.absolute(resume_from) if resume_from else None,
+        "in_process": in_process,
+        "launched_at": time.time(),
+    }
+
+
+def _final_checkpoint(result, runtime: dict, plan: ParallelPlan) -> str | None:
+    """The newest checkpoint in storage: Ray Train's (a worker group), or the one the run wrote itself (in
+    process, where Ray Train's local mode knows only a temporary directory)."""
+    if runtime["in_process"]:
+        from raylm.train.checkpoints import latest_complete
+
+        found = latest_complete(runtime["storage_dir"], plan.world_size)
+        return str(found) if found else None
+    return storage.to_uri(result.checkpoint.filesystem, result.checkpoint.path) if result.checkpoint else None
 
 
 def _diverged(storage_dir: str) -> str | None:
@@ -146,6 +176,8 @@ def _fit(cfg: RunConfig, run_name: str, storage_root: str, runtime: dict, callba
 
     par = cfg.parallel
     resources = {"CPU": par.cpus_per_worker, **({"GPU": 1} if par.use_gpu else {})}
+    # Ray Train's controller polls its workers every 2 s by default, so a finished run waited up to 2 s more
+    os.environ.setdefault(HEALTH_CHECK_ENV, str(HEALTH_CHECK_INTERVAL_S))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"run": cfg.to_dict(), "runtime": runtime},
@@ -162,6 +194,49 @@ def _fit(cfg: RunConfig, run_name: str, storage_root: str, runtime: dict, callba
         return trainer.fit()
     except Exception as exc:
         raise UserError(f"training failed: {_root_message(exc)}") from exc
+
+
+def _fit_in_process(cfg: RunConfig, run_name: str, storage_root: str, runtime: dict):
+    """Train a one-worker run in this process: Ray Train's local mode (``ScalingConfig(num_workers=0)``), so a
+    Tune trial actor that Tune reuses between trials keeps torch, DeepSpeed and its measurements warm.
+    The world-size-1 process group (gloo, or NCCL on a GPU) is created through DeepSpeed by the first run in
+    the process and kept for the next ones: DeepSpeed caches its groups, so a destroyed and re-created group
+    would leave it holding stale ones. Hence the plain ``DataParallelTrainer``: ``TorchTrainer``'s local mode
+    destroys the process group after every run. Checkpoints and reports go through
+    :class:`raylm.train.reports.InProcessReports`; a failed attempt is re-run by Tune
+    (:func:`raylm.tune.session.trial_failures`), not by Ray Train."""
+    import ray.train
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    from raylm.train.loop import train_loop_per_worker
+
+    if cfg.parallel.num_workers != 1:
+        raise ValueError(f"in-process training takes one worker, not {cfg.parallel.num_workers}")
+    _single_process_group_env()
+    trainer = DataParallelTrainer(
+        train_loop_per_worker,
+        train_loop_config={"run": cfg.to_dict(), "runtime": runtime},
+        scaling_config=ray.train.ScalingConfig(num_workers=0),
+        run_config=ray.train.RunConfig(name=run_name, storage_path=storage_root),
+    )
+    try:
+        return trainer.fit()
+    except Exception as exc:
+        raise UserError(f"training failed: {_root_message(exc)}") from exc
+
+
+def _single_process_group_env() -> None:
+    """What DeepSpeed's ``init_distributed`` reads for a world of one, on a free local port, set once per
+    process."""
+    import socket
+
+    if "MASTER_PORT" in os.environ and os.environ.get("WORLD_SIZE") == "1":
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)})
 
 
 def _root_message(exc: BaseException) -> str:

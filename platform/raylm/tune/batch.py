@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from raylm.tune.context import TrialContext
-from raylm.tune.session import trainable
+from raylm.tune.session import trainable, trial_failures
 
 
 def run_fixed_trials(points: list[dict], context: TrialContext, parallel_trials: int, storage: Path, name: str,
@@ -23,10 +23,12 @@ def run_fixed_trials(points: list[dict], context: TrialContext, parallel_trials:
     tuner = ray.tune.Tuner(
         trainable(context),
         param_space={POINT_KEY: ray.tune.grid_search(points)},
-        tune_config=ray.tune.TuneConfig(search_alg=BasicVariantGenerator(max_concurrent=parallel_trials)),
+        tune_config=ray.tune.TuneConfig(search_alg=BasicVariantGenerator(max_concurrent=parallel_trials),
+                                        reuse_actors=context.in_process),
         run_config=ray.tune.RunConfig(name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
                                       storage_path=str(storage), verbose=1,
-                                      failure_config=ray.tune.FailureConfig(max_failures=max_failures),
+                                      failure_config=ray.tune.FailureConfig(
+                                          max_failures=trial_failures(max_failures, context)),
                                       callbacks=callbacks),
     )
     return tuner.fit()

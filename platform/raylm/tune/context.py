@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -13,7 +13,9 @@ class TrialContext:
     ``base``: the validated base run as a plain dict; ``writer``: the tracking writer's actor name;
     ``parent_run_id``: the MLflow parent (None without tracking); ``storage_root``: where the trials'
     checkpoints go (absolute); ``kind``: the ``raylm.kind`` tag of each trial's run; ``dataset_dir``:
-    the shards the driver prepared.
+    the shards the driver prepared; ``in_process``: one-worker trials train in the trial's own process
+    (Ray Train local mode) rather than on a worker group; ``demand``: the CPUs and GPUs one trial's
+    training takes.
     """
 
     base: dict[str, Any]
@@ -22,6 +24,8 @@ class TrialContext:
     storage_root: str
     kind: str
     dataset_dir: str | None = None
+    in_process: bool = False
+    demand: dict[str, float] = field(default_factory=lambda: {"CPU": 1.0, "GPU": 0.0})
 
     def of_kind(self, kind: str) -> TrialContext:
         return replace(self, kind=kind)

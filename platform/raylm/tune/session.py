@@ -34,12 +34,14 @@ class DriverSession:
     parallel_trials: int
     dataset: Any  # raylm.data.prepare.PreparedDataset
     writer: str
+    in_process: bool  # one-worker trials train in their own (reused) trial process
 
     @classmethod
     @contextmanager
     def open(cls, base: RunConfig, max_concurrent_trials: int | None, address: str | None = None,
-             log=print) -> Iterator[DriverSession]:
-        """Plan, connect, size the concurrency, prepare the data once, start the writer; stop it on exit."""
+             log=print, in_process: bool = True) -> Iterator[DriverSession]:
+        """Plan, connect, size the concurrency, prepare the data once, start the writer; stop it on exit.
+        ``in_process``: train one-worker trials in their trial's process (:func:`trainable`)."""
         from raylm.parallel.plan import make_plan
         from raylm.ray_session import cluster_totals, connect_ray
         from raylm.tracking.mlflow_run import check_store
@@ -54,17 +56,26 @@ class DriverSession:
         dataset = prepare_data(base, plan)  # once, before the trials: they all reuse the shards
         writer = start_writer()
         try:
-            yield cls(base, plan, demand, parallel_trials, dataset, writer)
+            yield cls(base, plan, demand, parallel_trials, dataset, writer, in_process and plan.world_size == 1)
         finally:
             stop_writer(writer)
 
     def trial_context(self, base: dict[str, Any], parent_run_id: str | None, storage_root: str,
                       kind: str) -> TrialContext:
-        return TrialContext(base, self.writer, parent_run_id, storage_root, kind, str(self.dataset.location))
+        return TrialContext(base, self.writer, parent_run_id, storage_root, kind, str(self.dataset.location),
+                            self.in_process, self.demand)
+
+    def describe_trials(self) -> str:
+        """How the trials run, for the console: how many at a time, their CPUs, and where they train."""
+        where = ("each in its own reused process (Ray Train local mode)" if self.in_process
+                 else f"each on a Ray Train worker group of {self.plan.world_size}")
+        return f"{self.parallel_trials} trial(s) at a time ({self.demand['CPU']:g} CPUs each), {where}"
 
 
 def trainable(context: TrialContext):
-    """The Tune function of every trial, with its context bound and the resources a trial's own process takes."""
+    """The Tune function of every trial, with its context bound and the resources a trial's own process takes:
+    an in-process trial trains there and reserves its worker's CPUs (and GPU); a worker-group trial's process
+    only waits on its workers, which reserve their own."""
     import ray.tune
 
     from raylm.tune.trial import run_trial
@@ -72,8 +83,19 @@ def trainable(context: TrialContext):
     # Tune saves its experiment state at most every 10 s by default; a driver killed in between would
     # forget trials that had finished. Saving is cheap next to a trial.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(STATE_SAVE_SECONDS))
-    return ray.tune.with_resources(ray.tune.with_parameters(run_trial, context=context),
-                                   {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY})
+    if context.in_process:
+        resources = {"cpu": context.demand["CPU"], "gpu": context.demand["GPU"]}
+    else:
+        resources = {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY}
+    return ray.tune.with_resources(ray.tune.with_parameters(run_trial, context=context), resources)
+
+
+def trial_failures(asked: int, context: TrialContext) -> int:
+    """Re-runs Tune gives a failed trial: ``asked`` (``trials.max_failures``). In process the trial's worker
+    is the trial, so the base run's worker restarts (``train.max_failures``, -1: forever) become re-runs of
+    the trial, each from its newest checkpoint."""
+    restarts = int(context.base.get("train", {}).get("max_failures", 0) or 0) if context.in_process else 0
+    return -1 if restarts < 0 else asked + restarts
 
 
 def trial_demand(cfg: RunConfig) -> dict[str, float]:

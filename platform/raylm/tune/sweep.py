@@ -19,7 +19,7 @@ from raylm.config_load import to_yaml
 from raylm.errors import UserError
 from raylm.tune.context import TrialContext
 from raylm.tune.results import TrialRow, format_table, plot_best_curves, plot_metric_vs_lr, ranked, write_csv
-from raylm.tune.session import DriverSession, trainable
+from raylm.tune.session import DriverSession, trainable, trial_failures
 from raylm.tune.sweep_config import Sweep, SweepConfig, check_local_directory
 from raylm.tune.trial import TRIAL_TAG, trial_key, trial_run_config
 
@@ -43,10 +43,12 @@ def run_sweep(sweep: Sweep | None, address: str | None = None, resume_dir: str |
               log=print) -> SweepOutcome:
     """Run ``sweep`` in a new directory, or continue the one in ``resume_dir`` (its own ``sweep.json``)."""
     directory, sweep, state = _directory(sweep, resume_dir)
-    with DriverSession.open(sweep.base_config, sweep.config.trials.max_concurrent_trials, address, log) as session:
+    trials = sweep.config.trials
+    in_process = trials.in_process and not any(key.startswith("parallel.") for key in sweep.specs)
+    with DriverSession.open(sweep.base_config, trials.max_concurrent_trials, address, log, in_process) as session:
         parent = _parent_run(session.writer, sweep, directory, state, log)
-        log(f"sweep {directory.name}: {len(sweep.specs)} keys searched, {session.parallel_trials} trial(s) at a "
-            f"time ({session.demand['CPU']:g} CPUs each), results in {directory}")
+        log(f"sweep {directory.name}: {len(sweep.specs)} keys searched, {session.describe_trials()}; results in "
+            f"{directory}")
         context = session.trial_context(sweep.base, parent.run_id, str(directory / "trials"), "trial")
         grid = _fit(sweep, directory, context, parent, session.parallel_trials, resume=resume_dir is not None)
         rows = ranked(_rows(grid, sweep, session.writer, parent), sweep.config.mode)
@@ -119,13 +121,14 @@ def _fit(sweep: Sweep, directory: Path, context: TrialContext, parent, parallel_
             function,
             param_space=tune_space(sweep.specs, cfg.search_alg.name),
             tune_config=ray.tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, num_samples=cfg.num_samples,
+                                            reuse_actors=context.in_process,
                                             scheduler=_scheduler(cfg, base),
                                             search_alg=_search_alg(cfg, parallel_trials),
                                             max_concurrent_trials=None if cfg.search_alg.name != "optuna"
                                             else parallel_trials),
             run_config=ray.tune.RunConfig(
                 name="sweep", storage_path=str(tune_path), verbose=1,
-                failure_config=ray.tune.FailureConfig(max_failures=cfg.trials.max_failures),
+                failure_config=ray.tune.FailureConfig(max_failures=trial_failures(cfg.trials.max_failures, context)),
                 callbacks=[TrialRunStatus(context.writer, parent.uri, base.tracking.experiment, parent.handle(),
                                           cfg.metric, cfg.mode)],
             ),

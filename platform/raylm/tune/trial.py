@@ -81,5 +81,7 @@ def run_trial(trial_config: dict[str, Any], context: TrialContext) -> None:
         reuse_tag=reuse,
     ) if cfg.tracking.enabled else RemoteRun.disabled()
     tracker.log_params({"trial.values": json.dumps(given, sort_keys=True)})
+    in_process = context.in_process and plan.world_size == 1
     execute_run(cfg, plan, dataset, tracker, f"point-{key}" if key else f"trial-{trial_id}",
-                Path(context.storage_root), callbacks=(TuneReportCallback(),))
+                Path(context.storage_root), callbacks=() if in_process else (TuneReportCallback(),),
+                in_process=in_process)

@@ -1,0 +1,89 @@
+"""Where a worker's evaluations and checkpoints go: Ray Train, or, in process, storage and Tune.
+
+A run through a Ray Train worker group reports with ``ray.train.report``: Ray merges every rank's
+checkpoint directory into one checkpoint in storage and passes the metrics on (to Tune, through
+``TuneReportCallback``, when the run is a trial). A one-worker trial trained in its Tune trial's own
+process runs in Ray Train's local mode (``ScalingConfig(num_workers=0)``), whose ``report`` only
+keeps the last metrics in memory: it neither persists checkpoints nor tells Tune. There the
+checkpoint is written to the run's storage directory here (``rank0.json`` last, so a directory
+without it is incomplete and is skipped on restore, as :func:`raylm.train.checkpoints.latest_complete`
+expects), older ones are pruned to ``train.keep_checkpoints``, and the metrics go to Tune with
+``ray.tune.report`` (inside a Tune trial Ray forbids ``ray.train.report``, ``get_context`` and
+``get_checkpoint``; in process this module and :func:`worker_coordinates` stand in for them). Either
+way every evaluation reaches Tune's scheduler in step order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from raylm import storage
+
+
+def worker_coordinates(runtime: dict) -> tuple[int, int, int, int]:
+    """(world rank, world size, local rank, node rank) of this worker: the only worker, in process."""
+    if runtime.get("in_process"):
+        return 0, 1, 0, 0
+    import ray.train
+
+    context = ray.train.get_context()
+    return context.get_world_rank(), context.get_world_size(), context.get_local_rank(), context.get_node_rank()
+
+
+class TrainReports:
+    """Through Ray Train (a worker group): a report is a barrier across ranks."""
+
+    last: dict | None = None
+
+    def given_checkpoint(self):
+        """The checkpoint Ray Train hands a restarted attempt (None on the first)."""
+        import ray.train
+
+        return ray.train.get_checkpoint()
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None = None, name: str | None = None) -> None:
+        import ray.train
+
+        checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+        self.last = metrics
+
+
+class InProcessReports:
+    """In the trial's own process (one worker): checkpoints to ``storage_dir``, metrics to Tune."""
+
+    def __init__(self, storage_dir: str, keep: int | None):
+        self.storage_dir, self.keep = storage_dir, keep
+        self.last: dict | None = None
+
+    def given_checkpoint(self):
+        """None: a re-run trial finds its newest checkpoint in ``storage_dir`` itself."""
+        return None
+
+    def report(self, metrics: dict, checkpoint_dir: Path | None = None, name: str | None = None) -> None:
+        if checkpoint_dir is not None:
+            target = storage.join(self.storage_dir, name)
+            storage.delete_dir(target)  # a partial copy from a killed attempt
+            storage.upload_dir(checkpoint_dir, target, last=("rank0.json",))
+            self._prune()
+        self.last = metrics
+        from ray.tune.trainable.trainable_fn_utils import _in_tune_session
+
+        if _in_tune_session():
+            import ray.tune
+
+            ray.tune.report(metrics)
+
+    def _prune(self) -> None:
+        """Keep the newest ``keep`` checkpoints, as Ray Train's ``CheckpointConfig(num_to_keep)`` does."""
+        if not self.keep:
+            return
+        for name in storage.list_dirs(self.storage_dir, "step_*")[:-self.keep]:
+            storage.delete_dir(storage.join(self.storage_dir, name))
+
+
+def reports_for(runtime: dict, keep_checkpoints: int | None):
+    """The reporter of this run: in process (``runtime["in_process"]``) or through Ray Train."""
+    if runtime.get("in_process"):
+        return InProcessReports(runtime["storage_dir"], keep_checkpoints)
+    return TrainReports()
