@@ -188,6 +188,9 @@ class TrainConfig(Section):
     peak_tflops: Optional[float] = Field(None, gt=0, description="Per-device peak for MFU; measured when unset.")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept in storage (the newest).")
     max_failures: int = Field(0, ge=-1, description="Worker-group restarts from the latest checkpoint; -1: forever.")
+    export_model: bool = Field(True, description="Write the portable model (safetensors, config, tokenizer) to "
+                               "<run>/model at the end. A study's grid points skip it (the fit reads their curves); "
+                               "its verification runs keep it.")
     compile: bool = Field(
         False, description="Run the model through torch.compile (Inductor) inside the DeepSpeed engine: the same "
         "losses, a one-off compile at the first step. Off by default: on a 2-core CPU the tiny GPT ran 1.05x faster "

@@ -106,7 +106,9 @@ def test_a_killed_sweep_driver_resumes_without_rerunning_or_duplicating(tmp_path
     from mlflow.tracking import MlflowClient
 
     path = write_sweep(tmp_path, {"train.lr": {"grid": [1e-3, 3e-3, 1e-2]}},
-                       base={"train": {"max_steps": 12, "log_every": 1}}, trials={"max_concurrent_trials": 1})
+                       base={"train": {"max_steps": 12, "log_every": 1},
+                             "faults": {"step_delay_s": 0.4}},  # in-process trials take well under a second
+                       trials={"max_concurrent_trials": 1})
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     env.pop("MLFLOW_TRACKING_URI", None)
     log = open(tmp_path / "driver.log", "w")

@@ -39,7 +39,8 @@ class StudyPoint:
         model.update({f"model.moe.{k}": v for k, v in g.model.get("moe", {}).items()})
         return {**model, "train.max_steps": g.steps, "train.warmup_steps": g.warmup, "train.seq_len": g.seq_len,
                 "train.global_batch_size": g.global_batch_size, "train.eval_every": self.eval_every,
-                "train.checkpoint_every": self.checkpoint_every or g.steps}
+                "train.checkpoint_every": self.checkpoint_every or g.steps,
+                "train.export_model": self.kind != "grid"}  # only a verification run's model is used
 
     def tokens_per_param(self) -> float:
         return self.grid.tokens / self.grid.params
@@ -139,12 +140,14 @@ def point_config(study: Study, point: StudyPoint) -> RunConfig:
 
 def point_key(study: Study, point: StudyPoint, manifest_key: str) -> str:
     """A hash of everything that decides the point's result: its full run config and the data manifest.
-    Paths (where outputs go, where the store is), the checkpoint cadence and step delays are left out:
+    Paths (where outputs go, where the store is), the checkpoint cadence, the model export and step delays are
+    left out:
     moving a study does not retrain it."""
     run = point_run(study, point)
     run = {k: v for k, v in run.items() if k not in ("name", "output_dir", "tracking")}
     run.get("data", {}).pop("shards_dir", None)
     run.get("train", {}).pop("checkpoint_every", None)  # how often it saves does not change what it learns
+    run.get("train", {}).pop("export_model", None)  # nor whether it writes the portable model at the end
     run.get("faults", {}).pop("step_delay_s", None)  # nor does a pause before each step
     blob = json.dumps({"run": run, "manifest": manifest_key}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]

@@ -1,5 +1,6 @@
-"""``raylm study plan``: the grid, its compute, the data it needs, and a wall-time estimate from a
-short timed probe, before anything trains."""
+"""``raylm study plan``: the grid, its compute, the data it needs, how its trials share the machine,
+and a wall-time estimate from a short timed probe and the measured per-trial overhead
+(:mod:`raylm.tune.overhead`), before anything trains."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import time
 
 from raylm.study.config import Study
 from raylm.study.grid import StudyPoint, build_grid, format_grid, point_config, verification_point
+from raylm.tune.overhead import trial_overhead
 
-TRIAL_OVERHEAD_S = 30.0  # start-up and tear-down of one trial, two at a time on 2 cores (docs/studies.md, bench/)
 PROBE_STEPS = 3
 
 
@@ -60,21 +61,48 @@ def plan_text(study: Study, train_tokens: int | None, cpus: float) -> str:
         lines.append("data: not tokenized yet (raylm tokenize builds the shards; the study does it first)")
     base = point_config(study, grid[0])
     threads = max(1, int(base.parallel.cpus_per_worker))
-    per_trial_cpus = base.parallel.num_workers * base.parallel.cpus_per_worker
+    workers = base.parallel.num_workers
+    per_trial_cpus = workers * base.parallel.cpus_per_worker
     at_once = max(1, int(cpus // per_trial_cpus)) if per_trial_cpus else 1
     smallest, biggest = min(grid, key=lambda p: p.grid.params), max(grid, key=lambda p: p.grid.params)
-    rate = {p.grid.params: probe_tokens_per_second(study, p, threads) * base.parallel.num_workers
-            for p in (smallest, biggest)}
+    rate = {p.grid.params: probe_tokens_per_second(study, p, threads) * workers for p in (smallest, biggest)}
     seconds = [_tokens_per_second(rate, p.grid.params) for p in grid]
     train_s = sum(p.grid.tokens / s for p, s in zip(grid, seconds, strict=True))
+    in_process = cfg.trials.in_process and workers == 1
+    overhead = trial_overhead(in_process, workers)
     verify = verification_point(study, cfg.targets[0], math.sqrt(cfg.targets[0] / 120))
-    verify_s = verify.grid.tokens / _tokens_per_second(rate, verify.grid.params) + TRIAL_OVERHEAD_S
-    wall = (train_s + TRIAL_OVERHEAD_S * len(grid)) / at_once + (verify_s if cfg.verify.enabled else 0)
+    verify_s = verify.grid.tokens / _tokens_per_second(rate, verify.grid.params) + overhead.warm_s
+    start_s = overhead.first_s * min(at_once, len(grid)) if in_process else 0.0
+    wall = (train_s + overhead.warm_s * len(grid) + start_s) / at_once + (verify_s if cfg.verify.enabled else 0)
     lines.append(f"probe: {rate[smallest.grid.params]:,.0f} tokens/s at N={smallest.grid.params:,}, "
                  f"{rate[biggest.grid.params]:,.0f} at N={biggest.grid.params:,} ({threads} thread(s) per worker)")
-    lines.append(f"estimated wall time: {wall / 60:.1f} min ({at_once} trial(s) at a time on {cpus:g} CPUs, "
-                 f"{TRIAL_OVERHEAD_S:.0f} s start-up per trial, verification at 20 tokens/param ~{verify_s:.0f} s)")
+    lines.append(concurrency_text(study, biggest, cpus, at_once, threads, rate[biggest.grid.params] / workers))
+    hosted = "in its own reused process" if in_process else f"on a Ray Train worker group of {workers}"
+    lines.append(f"per trial, {hosted}: {overhead.warm_s:.1f} s of start-up and tear-down"
+                 + (f" ({overhead.first_s:.0f} s for the first in each process)" if in_process else "")
+                 + f", measured ({overhead.source})")
+    lines.append(f"estimated wall time: {wall / 60:.1f} min (training {train_s / at_once / 60:.1f} min, "
+                 f"start-up {(overhead.warm_s * len(grid) + start_s) / at_once / 60:.1f} min, verification at "
+                 f"20 tokens/param ~{verify_s:.0f} s)")
     return "\n".join(lines)
+
+
+def concurrency_text(study: Study, point: StudyPoint, cpus: float, at_once: int, threads: int,
+                     rate: float) -> str:
+    """Why this many trials run at once: the largest point's tokens/s with one trial's threads against one
+    trial using every CPU, so the choice (``parallel.cpus_per_worker``, trials at a time) is explained by
+    measurement."""
+    wide = int(cpus)
+    head = (f"concurrency: {at_once} trial(s) at a time on {cpus:g} CPUs, {threads} thread(s) each "
+            f"(parallel.cpus_per_worker)")
+    if wide <= threads or at_once <= 1:
+        return head
+    wide_rate = probe_tokens_per_second(study, point, wide)
+    together = at_once * rate
+    verdict = ("side by side is faster: keep" if together >= wide_rate else
+               f"one trial at a time with {wide} threads would be faster: set parallel.cpus_per_worker: {wide}")
+    return (f"{head}; at N={point.grid.params:,} {at_once} x {rate:,.0f} tokens/s side by side against "
+            f"{wide_rate:,.0f} tokens/s for one trial with {wide} threads: {verdict}")
 
 
 def _tokens_per_second(rate: dict[int, float], params: int) -> float:

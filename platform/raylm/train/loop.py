@@ -137,9 +137,10 @@ class WorkerRun:
             if self._paused(self.step):  # keep evaluation and saving out of tokens/s
                 timer.lap()
                 self.timed_from_step = self.step
-        self.phases.restart()
-        self._export_model()
-        self.phases.mark("export")
+        if self.cfg.train.export_model:
+            self.phases.restart()
+            self._export_model()
+            self.phases.mark("export")
         if self.rank == 0:
             self.tracker.log_metrics({f"teardown/{k}_s": self.phases.seconds.get(k, 0.0)
                                       for k in ("checkpoint", "export")}, self.step)

@@ -108,7 +108,8 @@ def execute_run(cfg: RunConfig, plan: ParallelPlan, dataset, tracker: RemoteRun,
     if diverged:
         tracker.finish("FAILED", error=diverged)
         raise UserError(diverged)
-    tracker.set_tag("raylm.model_dir", runtime["model_dir"])
+    if cfg.train.export_model:
+        tracker.set_tag("raylm.model_dir", runtime["model_dir"])
     tracker.finish("FINISHED")
     return TrainingResult(run_name, storage.location(runtime["storage_dir"]), checkpoint,
                           storage.location(runtime["model_dir"]), dict(result.metrics or result.return_value or {}),

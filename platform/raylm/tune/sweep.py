@@ -44,8 +44,8 @@ def run_sweep(sweep: Sweep | None, address: str | None = None, resume_dir: str |
     """Run ``sweep`` in a new directory, or continue the one in ``resume_dir`` (its own ``sweep.json``)."""
     directory, sweep, state = _directory(sweep, resume_dir)
     trials = sweep.config.trials
-    in_process = trials.in_process and not any(key.startswith("parallel.") for key in sweep.specs)
-    with DriverSession.open(sweep.base_config, trials.max_concurrent_trials, address, log, in_process) as session:
+    with DriverSession.open(sweep.base_config, trials.max_concurrent_trials, address, log,
+                            trials.in_process) as session:
         parent = _parent_run(session.writer, sweep, directory, state, log)
         log(f"sweep {directory.name}: {len(sweep.specs)} keys searched, {session.describe_trials()}; results in "
             f"{directory}")

@@ -12,7 +12,7 @@
     mode: min
     scheduler: {name: asha, grace_period: 20, reduction_factor: 3, time_attr: step}
     search_alg: {name: random, seed: 0}
-    trials: {max_concurrent_trials: null, max_failures: 0}
+    trials: {max_concurrent_trials: null, max_failures: 0, in_process: true}
 
 Everything is checked when the file is loaded, before Ray starts.
 """
