@@ -206,7 +206,7 @@ def test_a_study_with_a_new_target_through_a_tracking_outage(study_run, tmp_path
     try:
         study = load_study(write_study(tmp, targets=[4.8e9]),
                            [("tracking.tracking_uri", uri), ("tracking.outbox_dir", str(tmp_path / "outbox")),
-                            ("faults.step_delay_s", "0.5")])
+                            ("faults.step_delay_s", "0.06")])  # ~70 s of verification: the outage falls inside it
         outcome = run_study(study, log=print)
         thread.join(timeout=300)
         assert events == ["stopped", "started"]

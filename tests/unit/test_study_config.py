@@ -112,3 +112,5 @@ def test_plan_prints_grid_compute_data_and_an_estimate(tmp_path):
     text = plan_text(study, train_tokens=10_000, cpus=2)
     assert "3 budgets x 3 sizes = 9 runs" in text and "total compute:" in text
     assert "WARNING: the data repeats" in text and "estimated wall time:" in text and "probe:" in text
+    assert "concurrency: 2 trial(s) at a time on 2 CPUs" in text and "for one trial with 2 threads" in text
+    assert "per trial, in its own reused process" in text and "measured (" in text

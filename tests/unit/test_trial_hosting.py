@@ -1,0 +1,74 @@
+"""How a trial is hosted: in-process checkpoints and pruning, re-runs, and the measured overhead the plan uses."""
+
+from __future__ import annotations
+
+import json
+
+from raylm.train.reports import InProcessReports, TrainReports, reports_for, worker_coordinates
+from raylm.tune.context import TrialContext
+from raylm.tune.overhead import REFERENCE, trial_overhead
+from raylm.tune.session import trial_failures
+
+
+def _checkpoint(tmp_path, step: int):
+    local = tmp_path / f"local-{step}"
+    (local / "deepspeed").mkdir(parents=True)
+    (local / "deepspeed" / "state.pt").write_bytes(b"x" * 10)
+    (local / "rank0.json").write_text(json.dumps({"step": step}))
+    return local
+
+
+def test_in_process_checkpoints_land_whole_in_storage_and_only_the_newest_are_kept(tmp_path):
+    from raylm.train.checkpoints import latest_complete
+
+    storage_dir = tmp_path / "run"
+    reports = InProcessReports(str(storage_dir), keep=2)
+    for step in (3, 6, 9):
+        reports.report({"step": step}, _checkpoint(tmp_path, step), f"step_{step:08d}")
+    assert sorted(p.name for p in storage_dir.iterdir()) == ["step_00000006", "step_00000009"]
+    assert (storage_dir / "step_00000009" / "deepspeed" / "state.pt").read_bytes() == b"x" * 10
+    assert str(latest_complete(storage_dir, 1)).endswith("step_00000009")
+    assert reports.last == {"step": 9}
+    reports.report({"step": 10})  # an evaluation without a checkpoint is remembered, nothing is written
+    assert reports.last == {"step": 10} and len(list(storage_dir.iterdir())) == 2
+    assert reports.given_checkpoint() is None  # a re-run finds its newest checkpoint in storage itself
+
+
+def test_a_partial_checkpoint_is_replaced_and_one_without_rank0_is_not_complete(tmp_path):
+    from raylm.train.checkpoints import latest_complete
+
+    storage_dir = tmp_path / "run"
+    (storage_dir / "step_00000003" / "deepspeed").mkdir(parents=True)  # a killed copy: no rank0.json
+    assert latest_complete(storage_dir, 1) is None
+    InProcessReports(str(storage_dir), keep=2).report({}, _checkpoint(tmp_path, 3), "step_00000003")
+    assert str(latest_complete(storage_dir, 1)).endswith("step_00000003")
+
+
+def test_the_runtime_decides_how_a_worker_reports_and_where_it_stands():
+    assert isinstance(reports_for({"in_process": True, "storage_dir": "/x"}, 2), InProcessReports)
+    assert isinstance(reports_for({"in_process": False}, 2), TrainReports)
+    assert worker_coordinates({"in_process": True}) == (0, 1, 0, 0)
+
+
+def test_in_process_trials_are_rerun_for_worker_failures_too():
+    def context(in_process: bool, restarts: int) -> TrialContext:
+        return TrialContext({"train": {"max_failures": restarts}}, "w", None, "/s", "trial", in_process=in_process)
+
+    assert trial_failures(1, context(True, 2)) == 3
+    assert trial_failures(1, context(False, 2)) == 1  # a worker group restarts its workers itself
+    assert trial_failures(0, context(True, -1)) == -1
+    assert trial_failures(2, context(True, 0)) == 2
+
+
+def test_the_plan_uses_measured_overhead_when_the_benchmark_ran(tmp_path):
+    results = tmp_path / "results.json"
+    assert trial_overhead(True, 1, results).warm_s == REFERENCE["in_process"][0]  # no file: the reference figures
+    section = {"date": "2026-12-05", "details": {"layouts": {"in_process": {
+        "median": {"start_to_first_step_s": 0.1, "last_step_to_end_s": 0.2, "between_trials_s": 0.05},
+        "first_trial": {"start_to_first_step_s": 4.0, "last_step_to_end_s": 0.5}}}}}
+    results.write_text(json.dumps({"benchmarks": {"trial_overhead": section}}))
+    measured = trial_overhead(True, 1, results)
+    assert (measured.warm_s, measured.first_s) == (0.35, 4.5) and "2026-12-05" in measured.source
+    assert trial_overhead(False, 2, results).warm_s == REFERENCE["two_workers"][0]  # not measured: reference
+    results.write_text("{not json")
+    assert trial_overhead(False, 1, results).warm_s == REFERENCE["worker_group"][0]
