@@ -15,6 +15,15 @@ from raylm.config import RunConfig
 from raylm.parallel.plan import ParallelPlan
 
 
+def loop_clips_gradients(plan: ParallelPlan) -> bool:
+    """Whether the training loop clips the gradients itself, with torch's fused ``clip_grad_norm_`` (whose norm
+    is also the one it logs), rather than DeepSpeed: ZeRO-0 in fp32 without pipeline or expert parallelism,
+    where every rank holds the whole gradient, already averaged, when it steps. DeepSpeed's clipping walks
+    the parameters one by one in Python and computes a norm the loop would compute again for its log: on
+    the tiny models of a study's grid that is a few percent of every step (``bench/tiny_points.py``)."""
+    return plan.zero_stage == 0 and plan.precision == "fp32" and plan.pp == 1 and plan.ep == 1
+
+
 def deepspeed_config(cfg: RunConfig, plan: ParallelPlan) -> dict[str, Any]:
     zero: dict[str, Any] = {"stage": plan.zero_stage}
     if plan.zero_stage >= 1:
@@ -26,7 +35,7 @@ def deepspeed_config(cfg: RunConfig, plan: ParallelPlan) -> dict[str, Any]:
         "train_batch_size": plan.global_batch,
         "train_micro_batch_size_per_gpu": plan.micro_batch,
         "gradient_accumulation_steps": plan.grad_accum,
-        "gradient_clipping": cfg.train.grad_clip,
+        "gradient_clipping": 0.0 if loop_clips_gradients(plan) else cfg.train.grad_clip,
         "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,
         "zero_force_ds_cpu_optimizer": False,

@@ -21,6 +21,7 @@ from raylm.config import RunConfig
 from raylm.data.loader import TokenLoader
 from raylm.data.tokenizer import SpecialTokens
 from raylm.model.counting import matmul_flops_per_token
+from raylm.parallel.deepspeed_config import loop_clips_gradients
 from raylm.parallel.engine import init_distributed, make_training_engine
 from raylm.parallel.experts import global_grad_norm
 from raylm.parallel.pipeline import pipeline_coords, pipeline_eval_loss, pipeline_train_step
@@ -74,6 +75,7 @@ class WorkerRun:
         self.device = self.engine.device
         self.phases.mark("engine")
         self.grad_norm: float | None = None
+        self.clips = loop_clips_gradients(self.plan)  # this loop clips the gradients, not DeepSpeed
         self.loader = self._loader("train", shuffle=True)
         # rank 0 sends metrics to the driver's tracking writer; no worker opens the tracking store
         self.tracker = RemoteRun.from_handle(runtime["tracking"]) if rank == 0 else RemoteRun.disabled()
@@ -122,7 +124,7 @@ class WorkerRun:
                 return
             if self.swa is not None:
                 self.swa.update(self.step)
-            if self.step % self.cfg.train.log_every == 0 or self.step in (1, self.cfg.train.max_steps):
+            if self._logs(self.step):
                 self._log_train(losses, stats, timer.lap())
             evaluates = self.step % self.cfg.train.eval_every == 0 or self.step == self.cfg.train.max_steps
             if evaluates:
@@ -157,6 +159,10 @@ class WorkerRun:
             startup["startup/launch_s"] = max(0.0, self.entered_at - launched)
         self.tracker.log_metrics(startup, self.step)
 
+    def _logs(self, step: int) -> bool:
+        """Whether ``step`` logs its training metrics: every ``log_every`` steps, the first and the last."""
+        return step % self.cfg.train.log_every == 0 or step in (1, self.cfg.train.max_steps)
+
     def _paused(self, step: int) -> bool:
         """Whether this step evaluated or saved (work that is not training throughput)."""
         train = self.cfg.train
@@ -175,20 +181,33 @@ class WorkerRun:
             loss = pipeline_train_step(self.engine, micro_batches)  # averaged over the global batch already
             return {"train/loss": loss, "train/lm_loss": loss, "train/aux_loss": 0.0}, []
         sums, stats = torch.zeros(3, dtype=torch.float64), []
+        logs = self._logs(self.step + 1)
         for micro, inputs in enumerate(micro_batches):
             out = self.engine(**inputs)
             loss = out.loss * float("nan") if self.cfg.faults.nan_at_step == self.step + 1 else out.loss
             self.engine.backward(loss)
-            if micro == len(micro_batches) - 1 and self.plan.zero_stage == 0:
-                # DeepSpeed keeps no norm without ZeRO (the dense gradients are already all-reduced here)
-                self.grad_norm = float(global_grad_norm(self.engine.module.parameters()))
+            if micro == len(micro_batches) - 1:
+                self._clip_or_measure(logs)
             self.engine.step()
             sums += torch.tensor([loss.item(), out.lm_loss.item(), float(out.aux_loss.detach())], dtype=torch.float64)
             stats = out.moe_stats
         sums /= self.plan.grad_accum
-        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
-        sums /= self.world_size
+        if self.world_size > 1:
+            dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+            sums /= self.world_size
         return {"train/loss": sums[0].item(), "train/lm_loss": sums[1].item(), "train/aux_loss": sums[2].item()}, stats
+
+    def _clip_or_measure(self, logs: bool) -> None:
+        """At the optimizer step, before DeepSpeed's: clip the gradients where the loop does
+        (:func:`~raylm.parallel.deepspeed_config.loop_clips_gradients`), and keep their norm for a logged step
+        (DeepSpeed keeps none without ZeRO; the dense gradients are already averaged over ranks here)."""
+        if self.plan.zero_stage != 0:
+            return
+        grad_clip = self.cfg.train.grad_clip
+        if self.clips and grad_clip > 0:
+            self.grad_norm = float(torch.nn.utils.clip_grad_norm_(self.engine.module.parameters(), grad_clip))
+        elif logs:
+            self.grad_norm = float(global_grad_norm(self.engine.module.parameters()))
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
