@@ -99,7 +99,7 @@ def concurrency_text(study: Study, point: StudyPoint, cpus: float, at_once: int,
         return head
     wide_rate = probe_tokens_per_second(study, point, wide)
     together = at_once * rate
-    verdict = ("side by side is faster: keep" if together >= wide_rate else
+    verdict = ("side by side is faster, so it stays" if together >= wide_rate else
                f"one trial at a time with {wide} threads would be faster: set parallel.cpus_per_worker: {wide}")
     return (f"{head}; at N={point.grid.params:,} {at_once} x {rate:,.0f} tokens/s side by side against "
             f"{wide_rate:,.0f} tokens/s for one trial with {wide} threads: {verdict}")

@@ -18,9 +18,9 @@ RESULTS = Path(__file__).resolve().parents[3] / "bench" / "results.json"
 # bench/trial_overhead.py on the reference machine, 2026-12-05: median warm start-up + tear-down + the gap
 # to the next trial, and the first trial of a process
 REFERENCE = {
-    "in_process": (0.32, 5.6),
-    "worker_group": (18.2, 26.0),
-    "two_workers": (22.4, 30.0),
+    "in_process": (0.27, 4.6),
+    "worker_group": (16.9, 14.0),
+    "two_workers": (20.6, 17.9),
 }
 
 
