@@ -13,6 +13,7 @@ continues from the trial's own newest checkpoint.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -44,15 +45,23 @@ def trial_run_config(base: dict[str, Any], trial_config: dict[str, Any]) -> tupl
 def _dataset(context: TrialContext, cfg: RunConfig, plan):
     """The shards the driver prepared (a sweep or study varies nothing they depend on), without hashing the
     corpus again in every trial; a trial without them prepares its own."""
-    from raylm import storage
-    from raylm.data.manifest import read_manifest
-    from raylm.data.prepare import PreparedDataset
     from raylm.train.run import prepare_data
 
     if context.dataset_dir:
-        directory = storage.location(context.dataset_dir)  # a path, or a URI (raylm.storage)
-        return PreparedDataset(directory, read_manifest(directory), reused=True)
+        return _prepared(context.dataset_dir)
     return prepare_data(cfg, plan)
+
+
+@functools.cache
+def _prepared(dataset_dir: str):
+    """The driver's shards and their manifest, read once per trial process (a reused process trains trial
+    after trial on them; the directory is named by the hash of its contents, so it cannot change)."""
+    from raylm import storage
+    from raylm.data.manifest import read_manifest
+    from raylm.data.prepare import PreparedDataset
+
+    directory = storage.location(dataset_dir)  # a path, or a URI (raylm.storage)
+    return PreparedDataset(directory, read_manifest(directory), reused=True)
 
 
 def run_trial(trial_config: dict[str, Any], context: TrialContext) -> None:
