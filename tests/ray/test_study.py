@@ -28,7 +28,7 @@ def test_grid_fits_prediction_and_verification(study_run):
     top = outcome.recommended[0]
     assert top["budget"] == 2.4e9 and top["loss_interval"][0] <= top["loss"] <= top["loss_interval"][1]
     m = outcome.metrics
-    assert m["verify/rel_error"] == pytest.approx((m["verify/loss"] - m["predicted/loss"]) / m["verify/loss"])
+    assert m["verify/rel_error"] == pytest.approx((m["predicted/loss"] - m["verify/loss"]) / m["verify/loss"])
     client = MlflowClient(outcome.tracking_uri)
     parent = client.get_run(outcome.parent_run_id)
     assert parent.data.tags["raylm.kind"] == "study" and parent.info.status == "FINISHED"
@@ -222,3 +222,30 @@ def test_a_study_with_a_new_target_through_a_tracking_outage(study_run, tmp_path
         assert not list((tmp_path / "outbox").glob("*.jsonl"))
     finally:
         server["ui"].stop()
+
+
+def test_the_recommended_config_is_the_verification_run_and_trains_as_it_is(study_run, tmp_path):
+    """recommended_<target>.yaml is a complete run config: the verification run's (the same model, tokens
+    and schedule), logged on the parent, and `raylm train --config` takes it as it is."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from raylm.config import RunConfig
+    from raylm.study.grid import point_config
+    from raylm.train.run import run_training
+
+    _, study, outcome = study_run
+    (path,) = outcome.answers
+    assert path.name == "recommended_2.4e+09.yaml" and path.parent == outcome.directory
+    header = path.read_text().splitlines()[:3]
+    assert header[2] == f"# train it: raylm train --config {path}"
+    answer = RunConfig.from_dict(yaml.safe_load(path.read_text()), str(path))
+    verified = point_config(study, outcome.verify[0].point)
+    assert answer.model == verified.model and answer.train == verified.train and answer.data == verified.data
+    assert answer.train.export_model
+    artifacts = {a.path for a in MlflowClient(outcome.tracking_uri).list_artifacts(outcome.parent_run_id)}
+    assert path.name in artifacts
+    short = answer.model_copy(update={"output_dir": str(tmp_path / "runs"), "train": answer.train.model_copy(
+        update={"max_steps": 3, "eval_every": 3, "checkpoint_every": 3, "log_every": 1})})
+    result = run_training(short)
+    assert result.metrics["step"] == 3 and (tmp_path / "runs").is_dir()

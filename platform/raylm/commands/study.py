@@ -10,18 +10,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "study", help="a scaling study: IsoFLOP grid -> trials -> fits -> prediction -> verification",
         description="Train an IsoFLOP grid as Ray Tune trials, fit Chinchilla's laws every way, predict the "
                     "compute-optimal N*, D* and loss at the target budgets, and verify with a real run. "
-                    "'raylm study plan FILE' prints the grid, compute, data and an estimated wall time first.",
+                    "'raylm study plan FILE' prints the grid, compute, data and an estimated wall time first; "
+                    "'raylm study show DIR' reprints a study's summary, refits it and redraws its plots from its "
+                    "directory alone (no training, no Ray, no tracking store).",
         epilog="examples:\n  raylm study plan jobs/configs/study_demo.yaml\n"
                "  raylm study --config jobs/configs/study_demo.yaml\n"
-               "  raylm study --resume jobs/configs/study_demo.yaml   (same as running it again)",
+               "  raylm study --resume jobs/configs/study_demo.yaml   (same as running it again)\n"
+               "  raylm study show runs/studies/stdlib-demo-4dc638568d06 --level 0.8 --predictor approach3",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("action", nargs="?", choices=("plan", "run"), default="run")
-    parser.add_argument("file", nargs="?", default=None, help="study YAML file (with plan)")
+    parser.add_argument("action", nargs="?", choices=("plan", "run", "show"), default="run")
+    parser.add_argument("file", nargs="?", default=None,
+                        help="study YAML file (with plan); study directory (with show)")
     parser.add_argument("--config", default=None, help="study YAML file")
     parser.add_argument("--resume", default=None, metavar="FILE",
                         help="run the study FILE again, reusing every finished point")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
+    show = parser.add_argument_group("show", "refit settings of 'raylm study show DIR' (default: the study's own)")
+    show.add_argument("--level", type=float, default=None, help="interval level, e.g. 0.8")
+    show.add_argument("--simulations", type=int, default=None, help="simulated studies behind each interval")
+    show.add_argument("--seed", type=int, default=None)
+    show.add_argument("--predictor", default=None, help="recommend this predictor's prediction (e.g. approach3)")
+    show.add_argument("--out", default=None, help="where fit.json, the plots and the configs go (default: DIR/show)")
     parser.set_defaults(func=_study, accepts_overrides=True)
 
 
@@ -30,6 +40,8 @@ def _study(args: argparse.Namespace) -> int:
     from raylm.errors import UserError
     from raylm.study.config import load_study
 
+    if args.action == "show":
+        return _show(args)
     path = args.file or args.config or args.resume
     if path is None:
         raise UserError("give a study file: raylm study --config STUDY.yaml (or raylm study plan STUDY.yaml)")
@@ -40,6 +52,23 @@ def _study(args: argparse.Namespace) -> int:
     from raylm.study.summary import outcome_summary
 
     print(outcome_summary(run_study(study, address=args.address)))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from raylm.errors import UserError
+    from raylm.study.show import ShowSettings, show_study
+    from raylm.study.summary import outcome_summary
+
+    if args.file is None:
+        raise UserError("give a study directory: raylm study show runs/studies/<name>-<hash>")
+    if args.overrides:
+        raise UserError("raylm study show refits without training: it takes --level, --simulations, --seed, "
+                        f"--predictor and --out, not run config keys ({' '.join(args.overrides)})")
+    outcome = show_study(args.file, ShowSettings(args.level, args.simulations, args.seed, args.predictor,
+                                                 args.out))
+    print(outcome_summary(outcome))
+    print(f"\nfit.json, plots and recommended configs: {outcome.answers[0].parent if outcome.answers else ''}")
     return 0
 
 

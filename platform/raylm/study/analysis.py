@@ -98,7 +98,7 @@ def headline_metrics(fit: dict, recommended: list[dict], verify: list[PointResul
         metrics[f"recommended/weight_{name}"] = weight
     if verify and verify[0].loss is not None:
         measured = verify[0].loss
-        metrics.update({"verify/loss": measured, "verify/rel_error": (measured - top["loss"]) / measured,
+        metrics.update({"verify/loss": measured, "verify/rel_error": (top["loss"] - measured) / measured,
                         "verify/n": verify[0].point.grid.params, "verify/d": verify[0].point.grid.tokens,
                         "verify/in_run_interval": _inside(measured, top.get("run_interval"))})
     for extra in verify[1:]:

@@ -1,4 +1,5 @@
-"""The study's parent run: results.csv, fit.json, the plots and the headline metrics, then FINISHED."""
+"""The study's parent run: results.csv, fit.json, the recommended configs, the plots and the headline metrics,
+then FINISHED."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ def log_parent(outcome: StudyOutcome, parent, study: Study, log=print) -> None:
     parent.log_metrics(outcome.metrics, step=0)
     parent.log_artifact(str(directory / "results.csv"))
     parent.log_artifact(str(directory / "fit.json"))
+    for path in outcome.answers:
+        parent.log_artifact(str(path))
     for path in plots:
         parent.log_artifact(str(path), "plots")
     parent.finish("FINISHED")

@@ -33,8 +33,9 @@ class StudyOutcome:
     parent_run_id: str | None
     experiment_id: str | None
     tracking_uri: str
-    elapsed_s: float
+    elapsed_s: float | None  # None: refitted from the record (raylm study show), not run
     recommendation: Any = field(default=None, repr=False)  # raylm.scaling.predict.recommend.Recommendation: the fits
+    answers: list[Path] = field(default_factory=list)  # recommended_<target>.yaml, one per target (study/answers.py)
 
 
 def scaling_data(results: list[PointResult]) -> ScalingData:

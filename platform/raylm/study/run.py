@@ -19,11 +19,13 @@ from typing import Any
 from raylm.config import flatten
 from raylm.errors import UserError
 from raylm.study.analysis import fit_results, headline_metrics, usable_points, verification_points
+from raylm.study.answers import write_answers
 from raylm.study.config import Study
 from raylm.study.grid import StudyPoint, build_grid, point_config, point_key
 from raylm.study.publish import log_parent
 from raylm.study.record import RecordedPoint, StudyRecord
 from raylm.study.results import PointResult, StudyOutcome
+from raylm.study.show import save_study
 from raylm.tune.context import TrialContext
 from raylm.tune.session import DriverSession
 from raylm.tune.trial import POINT_TAG
@@ -126,7 +128,7 @@ def run_study(study: Study, address: str | None = None, log=print) -> StudyOutco
         outcome = StudyOutcome(driver.directory, results, fit, recommended, verify,
                                headline_metrics(fit, recommended, verify), driver.parent.run_id,
                                driver.parent.experiment_id, driver.parent.uri, time.time() - started,
-                               recommendation)
+                               recommendation, write_answers(study, recommended, driver.directory))
         log_parent(outcome, driver.parent, study, log)
         return outcome
 
@@ -139,6 +141,7 @@ def _driver(study: Study, session: DriverSession, grid: list[StudyPoint], log) -
     study_key = hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:12]
     directory = Path(study.config.output_dir).resolve() / f"{study.config.name}-{study_key}"
     directory.mkdir(parents=True, exist_ok=True)
+    save_study(study, directory)  # what raylm study show reads back
     parent = _parent(session, study, study_key, directory, log)
     context = session.trial_context(study.base, parent.run_id, str(directory / "points"), "study-point")
     return StudyDriver(study, session, parent, context, manifest.key, directory, log)

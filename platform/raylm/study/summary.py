@@ -15,8 +15,13 @@ def interval(pair) -> str:
 def outcome_summary(outcome) -> str:
     from raylm.tracking.links import run_link, runs_link
 
-    lines = [f"study finished in {outcome.elapsed_s / 60:.1f} min: {len(outcome.results)} grid runs "
-             f"({sum(r.reused for r in outcome.results)} reused), results in {outcome.directory}", "",
+    if outcome.elapsed_s is None:  # raylm study show: refitted from the study's record
+        head = (f"study {outcome.directory.name}: {len(outcome.results)} grid runs, from its record in "
+                f"{outcome.directory}")
+    else:
+        head = (f"study finished in {outcome.elapsed_s / 60:.1f} min: {len(outcome.results)} grid runs "
+                f"({sum(r.reused for r in outcome.results)} reused), results in {outcome.directory}")
+    lines = [head, "",
              "grid (final validation loss on the fixed held-out set):"]
     for r in sorted(outcome.results, key=lambda r: (r.point.grid.budget, r.point.grid.params)):
         g = r.point.grid
@@ -31,10 +36,12 @@ def outcome_summary(outcome) -> str:
     lines += [f"recommended ({top['approach']}): at C={top['budget']:.3g} train N*={top['n_opt']:,.0f} on "
               f"D*={top['d_opt']:,.0f} tokens ({top['d_opt'] / top['n_opt']:.1f} per parameter); predicted loss "
               f"{num(top['loss'])}, {100 * top['level']:.0f}% interval {interval(top.get('loss_interval'))}"]
+    for path in outcome.answers:
+        lines.append(f"  train it: raylm train --config {path}")
     m = outcome.metrics
     if "verify/loss" in m:
         lines.append(f"verification: N={m['verify/n']:,.0f} D={m['verify/d']:,.0f}: measured {m['verify/loss']:.4f}, "
-                     f"error (measured - predicted) / measured = {100 * m['verify/rel_error']:+.2f}%"
+                     f"error (predicted - measured) / measured = {100 * m['verify/rel_error']:+.2f}%"
                      f"; {'inside' if m.get('verify/in_run_interval') else 'outside'} the interval for one run "
                      f"{interval(top.get('run_interval'))}")
     for key, value in m.items():

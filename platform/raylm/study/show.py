@@ -1,0 +1,125 @@
+"""``raylm study show DIR``: a study's summary, fits, plots and recommended configs again, from its
+directory alone: nothing trains, no Ray, no tracking store.
+
+A study's directory holds what this needs: ``study.yaml`` (the study as it ran, written when it
+starts) and ``points.jsonl`` (every evaluation and ending, :mod:`raylm.study.record`). Points are
+matched to the grid by their labels (a directory belongs to one grid: its name is the grid's hash).
+Fit settings can differ from the run's (``level``, ``simulations``, ``seed``), and ``predictor``
+names the prediction to recommend instead of the backtest's choice. Plots, ``fit.json`` and the
+``recommended_<target>.yaml`` files go to ``out`` (default ``DIR/show``), so the study's own
+outputs stay as they were.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from raylm.errors import UserError
+from raylm.study.analysis import fit_results, headline_metrics, usable_points
+from raylm.study.config import Study, load_study
+from raylm.study.grid import StudyPoint, build_grid, verification_point
+from raylm.study.record import StudyRecord
+from raylm.study.results import PointResult, StudyOutcome
+
+STUDY_FILE = "study.yaml"
+
+
+def save_study(study: Study, directory: Path) -> Path:
+    """The study as it runs, with its base run inline (paths absolute), for ``raylm study show``."""
+    data = study.config.model_dump(mode="json")
+    data["base"] = study.base
+    path = directory / STUDY_FILE
+    path.write_text(f"# the study as it ran ({study.source}); raylm study show {directory}\n"
+                    + yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@dataclass(frozen=True)
+class ShowSettings:
+    level: float | None = None
+    simulations: int | None = None
+    seed: int | None = None
+    predictor: str | None = None
+    out: Path | None = None
+
+
+def show_study(directory: str | Path, settings: ShowSettings = ShowSettings(), log=print) -> StudyOutcome:
+    """Refit the study in ``directory`` from its record and write its outputs to ``settings.out``."""
+    from raylm.study.answers import write_answers
+    from raylm.study.plots import write_study_plots
+
+    directory = Path(directory).resolve()
+    study = _saved_study(directory, settings)
+    recorded = {p.label: p for p in StudyRecord(directory).points().values()}
+    results = _grid_results(study, directory, recorded)
+    fit, recommendation = fit_results(study, usable_points(results, log))
+    recommended = _chosen(fit, settings.predictor)
+    top = recommended[0]
+    checked = verification_point(study, top["budget"], top["n_opt"])  # the run that verifies this allocation
+    verify = [_result(checked, recorded[checked.label])] if checked.label in recorded else []
+    if study.config.verify.enabled and not verify:
+        log(f"note: the record holds no verification run of {checked.label} (the study verified another "
+            "allocation, or has not verified yet)")
+    out = Path(settings.out).resolve() if settings.out else directory / "show"
+    out.mkdir(parents=True, exist_ok=True)
+    outcome = StudyOutcome(directory, results, fit, recommended, verify, headline_metrics(fit, recommended, verify),
+                           None, None, "", None, recommendation, write_answers(study, recommended, out))
+    fit_json = {**fit, "recommended": recommended,
+                "verification": {k: v for k, v in outcome.metrics.items() if k.startswith(("verify/", "predicted/"))}}
+    (out / "fit.json").write_text(json.dumps(fit_json, indent=2, default=float) + "\n")
+    try:
+        write_study_plots(out / "plots", outcome, study)
+    except Exception as exc:  # noqa: BLE001 - a figure must never cost the numbers
+        log(f"warning: the plots could not be drawn ({type(exc).__name__}: {exc})")
+    return outcome
+
+
+def _saved_study(directory: Path, settings: ShowSettings) -> Study:
+    path = directory / STUDY_FILE
+    if not (directory / "points.jsonl").is_file():
+        raise UserError(f"{directory} is not a study directory (no points.jsonl); give the directory a study printed "
+                        "as 'results in ...'")
+    if not path.is_file():
+        raise UserError(f"{directory} has no {STUDY_FILE}: it was written by an older raylm. Run the study again "
+                        "(raylm study --config FILE reuses every finished point) to write it")
+    study = load_study(path)
+    fit = {k: v for k, v in (("level", settings.level), ("simulations", settings.simulations),
+                             ("seed", settings.seed)) if v is not None}
+    if fit:
+        config = study.config.model_copy(update={"fit": study.config.fit.model_copy(update=fit)})
+        study = Study(config, study.base, study.source)
+    return study
+
+
+def _grid_results(study: Study, directory: Path, recorded: dict) -> list[PointResult]:
+    """The grid's results from the record, matched by label."""
+    grid = [_result(p, recorded.get(p.label)) for p in build_grid(study)]
+    if not any(r.loss is not None for r in grid):
+        raise UserError(f"the record in {directory} holds no finished grid point")
+    return grid
+
+
+def _result(point: StudyPoint, recorded) -> PointResult:
+    if recorded is None:
+        return PointResult(point, "", "MISSING", None, None)
+    tokens_per_step = point.grid.global_batch_size * point.grid.seq_len
+    final = recorded.final(point.grid.steps)
+    status = (recorded.status or "FAILED") if final is not None else (recorded.status or "UNFINISHED")
+    curve = [(step * tokens_per_step, value) for step, value in recorded.curve()]
+    return PointResult(point, recorded.key, status, None, final, curve, reused=True)
+
+
+def _chosen(fit: dict, predictor: str | None) -> list[dict]:
+    if predictor is None:
+        return fit["recommended"]
+    available = fit.get("predictions", {})
+    if predictor not in available:
+        why = (fit.get("unavailable") or {}).get(predictor)
+        raise UserError(f"predictor {predictor!r} " + (f"is unavailable here: {why}" if why else "is unknown")
+                        + f"; choose one of {', '.join(sorted(available))}")
+    return available[predictor]
+
