@@ -22,6 +22,8 @@ def study_run(tiny_study):
 def test_grid_fits_prediction_and_verification(study_run):
     from mlflow.tracking import MlflowClient
 
+    from raylm.data.manifest import read_manifest
+
     tmp, study, outcome = study_run
     assert len(outcome.results) == 9 and all(r.status == "FINISHED" and r.loss for r in outcome.results)
     assert len(outcome.verify) == 1 and outcome.verify[0].loss is not None
@@ -32,6 +34,10 @@ def test_grid_fits_prediction_and_verification(study_run):
     client = MlflowClient(outcome.tracking_uri)
     parent = client.get_run(outcome.parent_run_id)
     assert parent.data.tags["raylm.kind"] == "study" and parent.info.status == "FINISHED"
+    description = parent.data.tags["mlflow.note.content"]  # the run's Description in the MLflow UI
+    assert description.startswith("## Scaling study tiny") and f"**Recommended ({top['approach']}) at C=2.4e+09" \
+        in description and "error (predicted - measured) / measured" in description and "plots/isoflops.png" \
+        in description
     for key in ("predicted/loss", "predicted/n_opt", "predicted/d_opt", "verify/loss", "verify/rel_error"):
         assert key in parent.data.metrics
     children = client.search_runs([parent.info.experiment_id],
@@ -41,6 +47,9 @@ def test_grid_fits_prediction_and_verification(study_run):
     point = next(c for c in children if c.data.tags["raylm.kind"] == "study-point")
     for tag in ("raylm.budget", "raylm.params", "raylm.tokens", "raylm.tokens_per_param"):
         assert tag in point.data.tags
+    (shards,) = client.get_run(point.info.run_id).inputs.dataset_inputs  # the token shards, as the run's dataset
+    (manifest,) = tmp.glob("tokens/**/manifest.json")
+    assert shards.dataset.digest == read_manifest(manifest.parent).key and shards.tags[0].value == "training"
     steps = int(point.data.params["train.max_steps"])
     val_steps = [h.step for h in client.get_metric_history(point.info.run_id, "val/loss")]
     assert val_steps[-1] == steps and len(val_steps) >= 3  # evaluations along the run, the last at its end

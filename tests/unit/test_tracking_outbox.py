@@ -6,6 +6,8 @@ each metric point once, when the server answers again, or later by `raylm tracki
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from raylm.cli import main
@@ -86,6 +88,18 @@ def test_a_record_delivered_twice_is_stored_once(server, tmp_path):
     run.deliver("log_metrics", record)
     run.deliver("log_metrics", record)  # the answer to the first was lost; the batch is sent again
     assert run.metric_history("val/loss") == [(7, 2.5)]
+
+
+def test_a_dataset_input_delivered_twice_is_stored_once(server, tmp_path):
+    run = _run(server, tmp_path)
+    record = ["tokens/0123abcd", "0123abcd", "/data/tokens/0123abcd", "training"]
+    run.deliver("log_input", record)
+    run.deliver("log_input", record)  # resent after a lost answer
+    (shards,) = run.client.get_run(run.run_id).inputs.dataset_inputs
+    assert (shards.dataset.name, shards.dataset.digest, shards.dataset.source_type) == \
+        ("tokens/0123abcd", "0123abcd", "local")
+    assert json.loads(shards.dataset.source)["uri"] == "/data/tokens/0123abcd"
+    assert [(t.key, t.value) for t in shards.tags] == [("mlflow.data.context", "training")]
 
 
 def test_a_run_that_ends_while_the_store_is_down_is_replayed_later(server, tmp_path, capsys):

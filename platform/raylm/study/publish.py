@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from raylm.study.config import Study
+from raylm.study.description import NOTE_TAG, study_description
 from raylm.study.plots import write_study_plots
 from raylm.study.results import StudyOutcome, write_results_csv
 
@@ -23,6 +24,7 @@ def log_parent(outcome: StudyOutcome, parent, study: Study, log=print) -> None:
         plots = []
         log(f"warning: the study's plots could not be drawn ({type(exc).__name__}: {exc}); its numbers are in "
             f"{directory / 'results.csv'} and {directory / 'fit.json'}")
+    parent.set_tag(NOTE_TAG, study_description(outcome, study.config.name, [f"plots/{p.name}" for p in plots]))
     parent.log_metrics(outcome.metrics, step=0)
     parent.log_artifact(str(directory / "results.csv"))
     parent.log_artifact(str(directory / "fit.json"))

@@ -11,6 +11,7 @@ one run and one continuous curve.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
@@ -145,6 +146,11 @@ class MlflowRun:
     def log_text(self, text: str, name: str) -> None:
         self._write("log_text", text, name)
 
+    def log_input(self, name: str, digest: str, source: str, context: str = "training") -> None:
+        """A dataset input of the run (MLflow's Datasets column and the run's Inputs): the token shards, named,
+        with the digest of their manifest and where they are."""
+        self._write("log_input", name, digest, source, context)
+
     def set_tag(self, key: str, value: str) -> None:
         self._write("set_tags", {key: str(value)})
 
@@ -234,6 +240,8 @@ class MlflowRun:
                 client.log_batch(self.run_id, metrics=items[i:i + 500])
         elif op == "set_tags":
             client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in args[0].items()])
+        elif op == "log_input":
+            self._deliver_input(*args)
         elif op == "log_text":
             client.log_text(self.run_id, *args)
         elif op == "log_artifact":
@@ -244,6 +252,19 @@ class MlflowRun:
             self._deliver_finish(*args)
         else:
             raise ValueError(f"unknown tracking record {op!r}")
+
+    def _deliver_input(self, name: str, digest: str, source: str, context: str) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        run = self.client.get_run(self.run_id)
+        logged = run.inputs.dataset_inputs if run.inputs else []
+        if any(d.dataset.name == name and d.dataset.digest == digest for d in logged):
+            return  # delivered before (a retried record): the run holds each input once
+        source_type = source.split("://", 1)[0] if "://" in source else "local"
+        dataset = Dataset(name=name, digest=digest, source_type=source_type,
+                          source=json.dumps({"uri": source}))
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, [InputTag("mlflow.data.context",
+                                                                                       context)])])
 
     def _deliver_finish(self, status: str, error: str | None, force: bool) -> None:
         client = self.client

@@ -255,6 +255,9 @@ class RemoteRun:
         """``path`` must be readable on the driver's node (where the writer runs)."""
         self._send("log_artifact", str(path), artifact_path)
 
+    def log_input(self, name: str, digest: str, source: str, context: str = "training") -> None:
+        self._send("log_input", name, digest, source, context)
+
     def set_tag(self, key: str, value: str) -> None:
         self._send("set_tag", key, str(value))
 

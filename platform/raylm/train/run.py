@@ -88,6 +88,7 @@ def execute_run(cfg: RunConfig, plan: ParallelPlan, dataset, tracker: RemoteRun,
     storage_root = storage.absolute(storage_root)  # absolute: workers run in their own working directories
     tracker.log_params({**flatten(cfg.to_dict()), **_plan_params(plan), "data.directory": dataset.location})
     tracker.log_text(to_yaml(cfg), "config.yaml")
+    tracker.log_input(dataset_name(dataset), dataset.manifest.key, dataset.location)
     runtime = worker_runtime(dataset, tracker.handle(), storage_root, run_name, resume_from, in_process)
     try:
         if in_process:
@@ -133,6 +134,11 @@ def worker_runtime(dataset, tracking: dict, storage_root: str, run_name: str, re
         "in_process": in_process,
         "launched_at": time.time(),
     }
+
+
+def dataset_name(dataset) -> str:
+    """How the token shards are named among a run's inputs: their directory and content key."""
+    return "/".join(str(dataset.location).rstrip("/").split("/")[-2:])
 
 
 def _final_checkpoint(result, runtime: dict, plan: ParallelPlan) -> str | None:
