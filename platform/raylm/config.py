@@ -239,6 +239,11 @@ class TrackingConfig(Section):
         "they are delivered; `raylm tracking replay DIR` delivers what a finished run left. Made absolute "
         "against the driver's directory when the config is built."
     )
+    log_model: bool = Field(
+        False, description="Log the exported model (train.export_model) as the run's MLflow logged model, its "
+        "files copied into the tracking store's artifacts. A study's verification runs set it; elsewhere the "
+        "model stays where it was written (<output_dir>/<run>/model), without a copy."
+    )
     system_metrics_every_s: float = Field(
         10.0, ge=0, description="Seconds between samples of CPU, memory, disk, network and GPU use, logged by "
         "the first worker of each node as system/... metrics (MLflow's names); 0 turns them off."

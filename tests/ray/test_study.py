@@ -50,6 +50,11 @@ def test_grid_fits_prediction_and_verification(study_run):
     (shards,) = client.get_run(point.info.run_id).inputs.dataset_inputs  # the token shards, as the run's dataset
     (manifest,) = tmp.glob("tokens/**/manifest.json")
     assert shards.dataset.digest == read_manifest(manifest.parent).key and shards.tags[0].value == "training"
+    verify = next(c for c in children if c.data.tags["raylm.kind"] == "study-verify")
+    (output,) = client.get_run(verify.info.run_id).outputs.model_outputs  # its Logged models in the UI
+    assert "model.safetensors" in {f.path for f in client.list_logged_model_artifacts(output.model_id)}
+    outputs = client.get_run(point.info.run_id).outputs
+    assert not (outputs and outputs.model_outputs)  # grid points export no model
     steps = int(point.data.params["train.max_steps"])
     val_steps = [h.step for h in client.get_metric_history(point.info.run_id, "val/loss")]
     assert val_steps[-1] == steps and len(val_steps) >= 3  # evaluations along the run, the last at its end

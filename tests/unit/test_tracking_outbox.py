@@ -102,6 +102,25 @@ def test_a_dataset_input_delivered_twice_is_stored_once(server, tmp_path):
     assert [(t.key, t.value) for t in shards.tags] == [("mlflow.data.context", "training")]
 
 
+def test_a_logged_model_delivered_twice_is_one_model_with_its_files(server, tmp_path):
+    run = _run(server, tmp_path)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model_config.yaml").write_text("arch: gpt\n")
+    (model_dir / "model.safetensors").write_bytes(b"weights")
+    run.deliver("log_model", [str(model_dir), "verify-run", 12])
+    run.deliver("log_model", [str(model_dir), "verify-run", 12])  # resent after a lost answer
+    client = run.client
+    (output,) = client.get_run(run.run_id).outputs.model_outputs
+    assert output.step == 12
+    model = client.get_logged_model(output.model_id)
+    assert model.name == "verify-run" and model.source_run_id == run.run_id and str(model.status) == "READY"
+    files = {f.path for f in client.list_logged_model_artifacts(model.model_id)}
+    assert files == {"model_config.yaml", "model.safetensors"}
+    found = client.search_logged_models([model.experiment_id], filter_string=f"source_run_id = '{run.run_id}'")
+    assert len(found) == 1
+
+
 def test_a_run_that_ends_while_the_store_is_down_is_replayed_later(server, tmp_path, capsys):
     run = _run(server, tmp_path)
     run.log_metrics({"train/loss": 3.0}, 1)

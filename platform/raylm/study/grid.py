@@ -40,7 +40,8 @@ class StudyPoint:
         return {**model, "train.max_steps": g.steps, "train.warmup_steps": g.warmup, "train.seq_len": g.seq_len,
                 "train.global_batch_size": g.global_batch_size, "train.eval_every": self.eval_every,
                 "train.checkpoint_every": self.checkpoint_every or g.steps,
-                "train.export_model": self.kind != "grid"}  # only a verification run's model is used
+                "train.export_model": self.kind != "grid",  # only a verification run's model is used
+                "tracking.log_model": self.kind != "grid"}  # and shown among its run's logged models
 
     def tokens_per_param(self) -> float:
         return self.grid.tokens / self.grid.params

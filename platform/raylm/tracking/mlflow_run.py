@@ -151,6 +151,11 @@ class MlflowRun:
         with the digest of their manifest and where they are."""
         self._write("log_input", name, digest, source, context)
 
+    def log_model(self, model_dir: str, name: str, step: int) -> None:
+        """``model_dir`` (a local directory) as the run's logged model ``name`` at ``step`` (MLflow 3: the run's
+        Logged models, and the model's own page with the files)."""
+        self._write("log_model", str(model_dir), name, int(step))
+
     def set_tag(self, key: str, value: str) -> None:
         self._write("set_tags", {key: str(value)})
 
@@ -242,6 +247,8 @@ class MlflowRun:
             client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in args[0].items()])
         elif op == "log_input":
             self._deliver_input(*args)
+        elif op == "log_model":
+            self._deliver_model(*args)
         elif op == "log_text":
             client.log_text(self.run_id, *args)
         elif op == "log_artifact":
@@ -265,6 +272,24 @@ class MlflowRun:
                           source=json.dumps({"uri": source}))
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, [InputTag("mlflow.data.context",
                                                                                        context)])])
+
+    def _deliver_model(self, model_dir: str, name: str, step: int) -> None:
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+        client = self.client
+        run = client.get_run(self.run_id)
+        found = client.search_logged_models([run.info.experiment_id],
+                                            filter_string=f"source_run_id = '{self.run_id}' AND name = '{name}'")
+        ready = [m for m in found if m.status == LoggedModelStatus.READY]
+        model = ready[0] if ready else (found[0] if found else client.create_logged_model(
+            run.info.experiment_id, name=name, source_run_id=self.run_id, model_type="raylm",
+            tags={"raylm.model_dir": model_dir}))
+        if not ready:  # a resent record finishes what a lost answer left pending, once
+            client.log_model_artifacts(model.model_id, model_dir)
+            client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        outputs = run.outputs.model_outputs if run.outputs else []
+        if not any(o.model_id == model.model_id for o in outputs):
+            client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step)])
 
     def _deliver_finish(self, status: str, error: str | None, force: bool) -> None:
         client = self.client

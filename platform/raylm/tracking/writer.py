@@ -258,6 +258,9 @@ class RemoteRun:
     def log_input(self, name: str, digest: str, source: str, context: str = "training") -> None:
         self._send("log_input", name, digest, source, context)
 
+    def log_model(self, model_dir: str, name: str, step: int) -> None:
+        self._send("log_model", str(model_dir), name, int(step))
+
     def set_tag(self, key: str, value: str) -> None:
         self._send("set_tag", key, str(value))
 

@@ -111,6 +111,8 @@ def execute_run(cfg: RunConfig, plan: ParallelPlan, dataset, tracker: RemoteRun,
         raise UserError(diverged)
     if cfg.train.export_model:
         tracker.set_tag("raylm.model_dir", runtime["model_dir"])
+        if cfg.tracking.log_model and not storage.is_uri(runtime["model_dir"]):
+            tracker.log_model(runtime["model_dir"], cfg.name, cfg.train.max_steps)
     tracker.finish("FINISHED")
     return TrainingResult(run_name, storage.location(runtime["storage_dir"]), checkpoint,
                           storage.location(runtime["model_dir"]), dict(result.metrics or result.return_value or {}),
