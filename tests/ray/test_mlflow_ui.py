@@ -148,3 +148,24 @@ def test_the_parent_run_shows_the_prediction_and_its_plots(tiny_study, ui, brows
             "?.src", arg=shown)
         shown.append(handle.json_value())
         assert shot(page, f"04-plot-{plot}").stat().st_size > 20_000
+
+
+def test_the_parent_tells_the_story_and_the_verification_run_shows_its_data_and_model(tiny_study, ui, browser_page):
+    from mlflow.tracking import MlflowClient
+
+    from raylm.tracking.links import run_link
+
+    _, _, outcome = tiny_study
+    page = browser_page
+    page.goto(served(run_link(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id), ui))
+    page.get_by_text("Scaling study tiny").first.wait_for()  # the Description, rendered from Markdown
+    page.get_by_text("Verification:").first.wait_for()
+    shot(page, "05-study-description.png")
+    verify = outcome.verify[0]
+    run = MlflowClient(outcome.tracking_uri).get_run(verify.run_id)
+    (shards,) = run.inputs.dataset_inputs
+    page.goto(served(run_link(outcome.tracking_uri, outcome.experiment_id, verify.run_id), ui))
+    page.get_by_text(shards.dataset.name).first.wait_for()  # the run's dataset: the token shards
+    page.get_by_text(run.data.params["name"]).first.wait_for()
+    page.get_by_text("Logged models").first.wait_for()
+    assert shot(page, "06-verification-run-data-and-model.png").stat().st_size > 10_000

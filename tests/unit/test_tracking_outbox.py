@@ -108,13 +108,13 @@ def test_a_logged_model_delivered_twice_is_one_model_with_its_files(server, tmp_
     model_dir.mkdir()
     (model_dir / "model_config.yaml").write_text("arch: gpt\n")
     (model_dir / "model.safetensors").write_bytes(b"weights")
-    run.deliver("log_model", [str(model_dir), "verify-run", 12])
-    run.deliver("log_model", [str(model_dir), "verify-run", 12])  # resent after a lost answer
+    run.log_model(str(model_dir), "verify-C2.4e+09-N5K", 12)  # a name MLflow would refuse as it is
+    run.deliver("log_model", [str(model_dir), "verify-C2_4e+09-N5K", 12])  # resent after a lost answer
     client = run.client
     (output,) = client.get_run(run.run_id).outputs.model_outputs
     assert output.step == 12
     model = client.get_logged_model(output.model_id)
-    assert model.name == "verify-run" and model.source_run_id == run.run_id and str(model.status) == "READY"
+    assert model.name == "verify-C2_4e+09-N5K" and model.source_run_id == run.run_id and str(model.status) == "READY"
     files = {f.path for f in client.list_logged_model_artifacts(model.model_id)}
     assert files == {"model_config.yaml", "model.safetensors"}
     found = client.search_logged_models([model.experiment_id], filter_string=f"source_run_id = '{run.run_id}'")

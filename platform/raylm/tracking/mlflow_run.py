@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -153,8 +154,9 @@ class MlflowRun:
 
     def log_model(self, model_dir: str, name: str, step: int) -> None:
         """``model_dir`` (a local directory) as the run's logged model ``name`` at ``step`` (MLflow 3: the run's
-        Logged models, and the model's own page with the files)."""
-        self._write("log_model", str(model_dir), name, int(step))
+        Logged models, and the model's own page with the files). MLflow refuses ``/ : . % "`` in a model's
+        name: they become ``_`` (``verify-C2.4e+09-N5K`` is logged as ``verify-C2_4e+09-N5K``)."""
+        self._write("log_model", str(model_dir), re.sub(r'[/:.%"]', "_", name), int(step))
 
     def set_tag(self, key: str, value: str) -> None:
         self._write("set_tags", {key: str(value)})

@@ -28,8 +28,8 @@ RETRY_EVERY_S = 1.0
 CALL_TIMEOUT_S = 120.0  # the longest a caller waits for an answer (a read or an end); then it goes on
 CLOSE_WAIT_S = 60.0  # how long a finishing driver keeps retrying records the store has not taken yet
 # Run methods the writer forwards; anything else is refused (the actor is not a general RPC).
-FORWARDED = frozenset({"log_params", "log_metrics", "log_text", "log_artifact", "set_tag", "set_tags", "end",
-                       "finish", "last_step", "status", "metric_history", "end_children"})
+FORWARDED = frozenset({"log_params", "log_metrics", "log_text", "log_artifact", "log_input", "log_model", "set_tag",
+                       "set_tags", "end", "finish", "last_step", "status", "metric_history", "end_children"})
 
 
 class TrackingWriter:
