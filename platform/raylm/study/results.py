@@ -38,6 +38,18 @@ class StudyOutcome:
     answers: list[Path] = field(default_factory=list)  # recommended_<target>.yaml, one per target (study/answers.py)
 
 
+def recorded_result(point: StudyPoint, recorded, reused: bool, run_id: str | None = None,
+                    unfinished: str = "FAILED") -> PointResult:
+    """A point's result from the study's record (a :class:`~raylm.study.record.RecordedPoint`): its final
+    validation loss and its curve on the tokens axis; ``unfinished`` is the status of a point whose record
+    holds no evaluation at its last step."""
+    tokens_per_step = point.grid.global_batch_size * point.grid.seq_len
+    curve = [(step * tokens_per_step, value) for step, value in recorded.curve()]
+    final = recorded.final(point.grid.steps)
+    status = (recorded.status or "FAILED") if final is not None else unfinished
+    return PointResult(point, recorded.key, status, run_id, final, curve, reused)
+
+
 def scaling_data(results: list[PointResult]) -> ScalingData:
     return ScalingData.from_arrays([r.point.grid.params for r in results], [r.point.grid.tokens for r in results],
                                    [r.loss for r in results], flops=[r.point.grid.flops for r in results],

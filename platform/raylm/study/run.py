@@ -24,7 +24,7 @@ from raylm.study.config import Study
 from raylm.study.grid import StudyPoint, build_grid, point_config, point_key
 from raylm.study.publish import log_parent
 from raylm.study.record import RecordedPoint, StudyRecord
-from raylm.study.results import PointResult, StudyOutcome
+from raylm.study.results import PointResult, StudyOutcome, recorded_result
 from raylm.study.show import save_study
 from raylm.tune.context import TrialContext
 from raylm.tune.session import DriverSession
@@ -94,9 +94,6 @@ class StudyDriver:
 
         if recorded is None:
             return PointResult(point, key, "FAILED", None, None)
-        tokens_per_step = point.grid.global_batch_size * point.grid.seq_len
-        curve = [(step * tokens_per_step, value) for step, value in recorded.curve()]
-        final = recorded.final(point.grid.steps)
         run_id = None
         if self.parent.enabled:
             run = RemoteRun.find(self.session.writer, self.parent.uri, self.session.base.tracking.experiment,
@@ -105,8 +102,7 @@ class StudyDriver:
             if run_id is None and recorded.status is not None:
                 run_id = recreate_run(self.session.writer, self.parent, self.study, point, key, recorded,
                                       point_payload(point, key)["tags"])
-        status = (recorded.status or "FAILED") if final is not None else "FAILED"
-        return PointResult(point, key, status, run_id, final, curve, reused)
+        return recorded_result(point, recorded, reused, run_id)
 
 
 def run_study(study: Study, address: str | None = None, log=print) -> StudyOutcome:

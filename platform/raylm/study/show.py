@@ -12,7 +12,6 @@ outputs stay as they were.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +19,12 @@ import yaml
 
 from raylm.errors import UserError
 from raylm.study.analysis import fit_results, headline_metrics, usable_points
+from raylm.study.answers import write_answers
 from raylm.study.config import Study, load_study
 from raylm.study.grid import StudyPoint, build_grid, verification_point
+from raylm.study.publish import write_fit_and_plots
 from raylm.study.record import StudyRecord
-from raylm.study.results import PointResult, StudyOutcome
+from raylm.study.results import PointResult, StudyOutcome, recorded_result
 
 STUDY_FILE = "study.yaml"
 
@@ -49,9 +50,6 @@ class ShowSettings:
 
 def show_study(directory: str | Path, settings: ShowSettings = ShowSettings(), log=print) -> StudyOutcome:
     """Refit the study in ``directory`` from its record and write its outputs to ``settings.out``."""
-    from raylm.study.answers import write_answers
-    from raylm.study.plots import write_study_plots
-
     directory = Path(directory).resolve()
     study = _saved_study(directory, settings)
     recorded = {p.label: p for p in StudyRecord(directory).points().values()}
@@ -68,13 +66,7 @@ def show_study(directory: str | Path, settings: ShowSettings = ShowSettings(), l
     out.mkdir(parents=True, exist_ok=True)
     outcome = StudyOutcome(directory, results, fit, recommended, verify, headline_metrics(fit, recommended, verify),
                            None, None, "", None, recommendation, write_answers(study, recommended, out))
-    fit_json = {**fit, "recommended": recommended,
-                "verification": {k: v for k, v in outcome.metrics.items() if k.startswith(("verify/", "predicted/"))}}
-    (out / "fit.json").write_text(json.dumps(fit_json, indent=2, default=float) + "\n")
-    try:
-        write_study_plots(out / "plots", outcome, study)
-    except Exception as exc:  # noqa: BLE001 - a figure must never cost the numbers
-        log(f"warning: the plots could not be drawn ({type(exc).__name__}: {exc})")
+    write_fit_and_plots(outcome, study, out, log)
     return outcome
 
 
@@ -106,11 +98,7 @@ def _grid_results(study: Study, directory: Path, recorded: dict) -> list[PointRe
 def _result(point: StudyPoint, recorded) -> PointResult:
     if recorded is None:
         return PointResult(point, "", "MISSING", None, None)
-    tokens_per_step = point.grid.global_batch_size * point.grid.seq_len
-    final = recorded.final(point.grid.steps)
-    status = (recorded.status or "FAILED") if final is not None else (recorded.status or "UNFINISHED")
-    curve = [(step * tokens_per_step, value) for step, value in recorded.curve()]
-    return PointResult(point, recorded.key, status, None, final, curve, reused=True)
+    return recorded_result(point, recorded, reused=True, unfinished=recorded.status or "UNFINISHED")
 
 
 def _chosen(fit: dict, predictor: str | None) -> list[dict]:

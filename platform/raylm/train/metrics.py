@@ -24,13 +24,17 @@ PEAK_CACHE = Path(tempfile.gettempdir()) / "raylm-peak-flops.json"
 PEAK_CACHE_VALID_S = 6 * 3600
 
 
-@functools.cache
 def process_peak_flops(device: str) -> float:
     """:func:`measure_peak_flops` once per node, device model and thread count: a trial process that trains
     run after run (a reused Tune trial actor) measures once, and so does a node whose workers start anew
     for every trial (the figure is kept ``PEAK_CACHE_VALID_S`` in a file in the node's temporary directory)."""
+    return _peak_flops(device, torch.get_num_threads())
+
+
+@functools.cache
+def _peak_flops(device: str, threads: int) -> float:
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    key = f"{socket.gethostname()}|{name}|{torch.get_num_threads()}"
+    key = f"{socket.gethostname()}|{name}|{threads}"
     cached = _read_peak_cache().get(key)
     if cached and time.time() - cached["at"] < PEAK_CACHE_VALID_S:
         return float(cached["flops"])

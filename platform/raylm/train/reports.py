@@ -33,7 +33,8 @@ def worker_coordinates(runtime: dict) -> tuple[int, int, int, int]:
 class TrainReports:
     """Through Ray Train (a worker group): a report is a barrier across ranks."""
 
-    last: dict | None = None
+    def __init__(self):
+        self.last: dict | None = None  # the metrics of the latest report
 
     def given_checkpoint(self):
         """The checkpoint Ray Train hands a restarted attempt (None on the first)."""
