@@ -5,7 +5,10 @@ of small GPTs (3 budgets x 5 sizes, Ray Tune trials on a local Ray), fit Chinchi
 way, predict the compute-optimal model size, token count and loss for a budget 3x the largest,
 verify the prediction with a real run, and log it all to MLflow in ./mlflow.db.
 
-    python jobs/demo.py [--config STUDY.yaml] [--section.key VALUE ...]
+    python jobs/demo.py [--config STUDY.yaml] [--verbose] [--section.key VALUE ...]
+
+The console shows the grid, one line per finished run, the prediction and its verification; Ray, Tune,
+Train, DeepSpeed and worker output goes to the study directory's ``logs/ray.log`` (``--verbose`` streams it).
 
 The plain training demo is ``raylm train --config jobs/configs/gpt_tiny.yaml``.
 """
@@ -21,29 +24,44 @@ STUDY = Path(__file__).resolve().parent / "configs" / "study_demo.yaml"
 
 def main(argv: list[str]) -> int:
     from raylm.config_load import parse_override_args
+    from raylm.console import quiet_console
     from raylm.study.config import load_study
-    from raylm.study.grid import build_grid, format_grid
+    from raylm.study.grid import build_grid
     from raylm.study.run import run_study
     from raylm.study.summary import outcome_summary
 
     started = time.time()
     path = STUDY
+    verbose = "--verbose" in argv
+    argv = [a for a in argv if a != "--verbose"]
     if argv[:1] == ["--config"]:
         path, argv = Path(argv[1]), argv[2:]
     try:
         study = load_study(path, parse_override_args(argv))
-        grid = build_grid(study)
-        cfg = study.config
-        print(f"raylm demo: a scaling study on corpus '{study.base['data']['corpus']}': budgets "
-              f"{', '.join(f'{b:.2g}' for b in cfg.budgets)} FLOPs x {cfg.points_per_budget} sizes, prediction "
-              f"for {', '.join(f'{t:.2g}' for t in cfg.targets)}\n\n{format_grid(grid)}\n", flush=True)
-        outcome = run_study(study)
+        print(grid_header(study, build_grid(study), path), flush=True)
+        with quiet_console(verbose):
+            outcome = run_study(study)
     except UserError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 2
     print(outcome_summary(outcome))
     print(f"demo finished in {time.time() - started:.0f} s")
     return 0
+
+
+def grid_header(study, grid, path: Path) -> str:
+    """What the demo trains, a line per budget (the full table: raylm study plan FILE)."""
+    cfg = study.config
+    lines = [f"raylm demo: a scaling study on corpus '{study.base['data']['corpus']}': {len(cfg.budgets)} budgets x "
+             f"{cfg.points_per_budget} sizes = {len(grid)} runs, then a prediction for "
+             f"{', '.join(f'{t:.2g}' for t in cfg.targets)} FLOPs and its verification run "
+             f"(the full grid: raylm study plan {path})"]
+    for budget in cfg.budgets:
+        points = [p.grid for p in grid if p.grid.budget == budget]
+        lines.append(f"  C={budget:.2g} FLOPs: N {min(g.params for g in points):,} to {max(g.params for g in points):,}"
+                     f" parameters, {min(g.tokens / g.params for g in points):.0f} to "
+                     f"{max(g.tokens / g.params for g in points):.0f} tokens per parameter")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ def connect_ray(address: str | None = None) -> None:
     placement group of a stopped trial, which can deadlock a sweep on a small machine.
     """
     import ray
+    from raylm.console import route_ray_output
 
     if ray.is_initialized():
         return
@@ -31,6 +32,7 @@ def connect_ray(address: str | None = None) -> None:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
         start_local_ray(logging_level=logging.WARNING)
+    route_ray_output()  # a quiet console (raylm.console) sends worker output to the run's log file
 
 
 def start_local_ray(**init_kwargs) -> None:

@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", default=None, metavar="FILE",
                         help="run the study FILE again, reusing every finished point")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="stream Ray, Tune, Train, DeepSpeed and worker output here as well (by default it goes "
+                             "to logs/ray.log in the run's directory)")
     show = parser.add_argument_group("show", "refit settings of 'raylm study show DIR' (default: the study's own)")
     show.add_argument("--level", type=float, default=None, help="interval level, e.g. 0.8")
     show.add_argument("--simulations", type=int, default=None, help="simulated studies behind each interval")
@@ -48,10 +51,13 @@ def _study(args: argparse.Namespace) -> int:
     study = load_study(path, parse_override_args(args.overrides))
     if args.action == "plan":
         return _plan(study, args.address)
+    from raylm.console import quiet_console
     from raylm.study.run import run_study
     from raylm.study.summary import outcome_summary
 
-    print(outcome_summary(run_study(study, address=args.address)))
+    with quiet_console(args.verbose):
+        outcome = run_study(study, address=args.address)
+    print(outcome_summary(outcome))
     return 0
 
 

@@ -19,6 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", default=None, metavar="DIR",
                         help="continue the sweep in DIR after its driver stopped (finished trials are kept)")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="stream Ray, Tune, Train, DeepSpeed and worker output here as well (by default it goes "
+                             "to logs/ray.log in the run's directory)")
     parser.set_defaults(func=_sweep, accepts_overrides=True)
 
 
@@ -33,6 +36,9 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.resume and args.overrides:
         raise UserError("--resume continues a sweep exactly as it started; overrides are not allowed with it")
     sweep = load_sweep(args.file, parse_override_args(args.overrides)) if args.file else None
-    outcome = run_sweep(sweep, address=args.address, resume_dir=args.resume)
+    from raylm.console import quiet_console
+
+    with quiet_console(args.verbose):
+        outcome = run_sweep(sweep, address=args.address, resume_dir=args.resume)
     print(outcome_summary(outcome))
     return 0

@@ -14,6 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--config", dest="file", default=None, help="YAML config file (defaults when omitted)")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="stream Ray, Tune, Train, DeepSpeed and worker output here as well (by default it goes "
+                             "to logs/ray.log in the run's directory)")
     parser.add_argument("--resume", default=None, metavar="CHECKPOINT",
                         help="a checkpoint directory of an earlier run (.../step_00000100) to continue from")
     parser.set_defaults(func=_train, accepts_overrides=True)
@@ -24,7 +27,10 @@ def _train(args: argparse.Namespace) -> int:
     from raylm.train.run import run_training
 
     cfg = load_config(args.file, parse_override_args(args.overrides))
-    result = run_training(cfg, address=args.address, resume_from=args.resume)
+    from raylm.console import quiet_console
+
+    with quiet_console(args.verbose, echo=("[raylm]",)):  # the step lines are a run's progress
+        result = run_training(cfg, address=args.address, resume_from=args.resume)
     print(summary(result))
     return 0
 

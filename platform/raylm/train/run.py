@@ -21,6 +21,7 @@ from pathlib import Path
 from raylm import storage
 from raylm.config import RunConfig, flatten
 from raylm.config_load import to_yaml
+from raylm.console import attach_logs
 from raylm.errors import UserError
 from raylm.parallel.plan import ParallelPlan, check_data_size, make_plan
 from raylm.ray_session import connect_ray
@@ -58,6 +59,10 @@ def run_training(cfg: RunConfig, address: str | None = None, parent_run_id: str 
     connect_ray(address)
     dataset = prepare_data(cfg, plan)
     run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not storage.is_uri(cfg.output_dir):
+        logs = attach_logs(Path(storage.absolute(cfg.output_dir)) / run_name / "logs")
+        if logs is not None:
+            print(f"Ray, Train, DeepSpeed and worker output: {logs} (--verbose shows it here)", flush=True)
     writer = start_writer()
     try:
         tracker = RemoteRun.start(writer, cfg.tracking, run_name, parent_run_id=parent_run_id,

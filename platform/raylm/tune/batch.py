@@ -6,19 +6,21 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from raylm.console import is_quiet
 from raylm.tune.context import TrialContext
+from raylm.tune.progress import TrialProgress, TrialView
 from raylm.tune.session import trainable, trial_failures
+from raylm.tune.trial import POINT_KEY
 
 
 def run_fixed_trials(points: list[dict], context: TrialContext, parallel_trials: int, storage: Path, name: str,
                      max_failures: int = 1, callbacks: list | None = None):
     """Run every entry of ``points`` (``{"overrides": ..., "tags": ...}``) to the end; a failed trial is
     re-run up to ``max_failures`` times; ``callbacks``: Tune callbacks on the driver. Returns Tune's
-    ResultGrid (errors are in it, not raised)."""
+    ResultGrid (errors are in it, not raised). The console shows :class:`TrialProgress` (Tune's own tables only
+    with ``--verbose``)."""
     import ray.tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    from raylm.tune.trial import POINT_KEY
 
     tuner = ray.tune.Tuner(
         trainable(context),
@@ -26,9 +28,36 @@ def run_fixed_trials(points: list[dict], context: TrialContext, parallel_trials:
         tune_config=ray.tune.TuneConfig(search_alg=BasicVariantGenerator(max_concurrent=parallel_trials),
                                         reuse_actors=context.in_process),
         run_config=ray.tune.RunConfig(name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                      storage_path=str(storage), verbose=1,
+                                      storage_path=str(storage), verbose=0 if is_quiet() else 1,
                                       failure_config=ray.tune.FailureConfig(
                                           max_failures=trial_failures(max_failures, context)),
-                                      callbacks=callbacks),
+                                      callbacks=[*(callbacks or []), TrialProgress(
+                                          point_view(), "val/loss", "min", total=len(points))]),
     )
     return tuner.fit()
+
+
+def _point(trial) -> dict:
+    return trial.config.get(POINT_KEY) or {}
+
+
+def _point_label(trial) -> str:
+    return _point(trial).get("tags", {}).get("run_name", trial.trial_id)
+
+
+def _point_budget(trial) -> str:
+    budget = _point(trial).get("tags", {}).get("raylm.budget")
+    return f"C={float(budget):.2g}" if budget else ""
+
+
+def _point_flops(trial) -> float:
+    return float(_point(trial).get("tags", {}).get("raylm.flops", 1.0))
+
+
+def _point_steps(trial) -> int | None:
+    return _point(trial).get("overrides", {}).get("train.max_steps")
+
+
+def point_view() -> TrialView:
+    """A study's points in the live view: named by label, the best kept per budget, weighed by FLOPs."""
+    return TrialView(label=_point_label, steps=_point_steps, work=_point_flops, group=_point_budget)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from raylm.config import RunConfig, flatten
 from raylm.config_load import to_yaml
+from raylm.console import attach_logs, is_quiet
 from raylm.errors import UserError
 from raylm.tune.context import TrialContext
 from raylm.tune.results import TrialRow, format_table, plot_best_curves, plot_metric_vs_lr, ranked, write_csv
@@ -49,6 +50,9 @@ def run_sweep(sweep: Sweep | None, address: str | None = None, resume_dir: str |
         parent = _parent_run(session.writer, sweep, directory, state, log)
         log(f"sweep {directory.name}: {len(sweep.specs)} keys searched, {session.describe_trials()}; results in "
             f"{directory}")
+        logs = attach_logs(directory / "logs")
+        if logs is not None:
+            log(f"Ray, Tune, Train, DeepSpeed and worker output: {logs} (--verbose shows it here)")
         context = session.trial_context(sweep.base, parent.run_id, str(directory / "trials"), "trial")
         grid = _fit(sweep, directory, context, parent, session.parallel_trials, resume=resume_dir is not None)
         rows = ranked(_rows(grid, sweep, session.writer, parent), sweep.config.mode)
@@ -105,6 +109,7 @@ def _fit(sweep: Sweep, directory: Path, context: TrialContext, parent, parallel_
     import ray.tune
 
     from raylm.tune.callbacks import TrialRunStatus
+    from raylm.tune.progress import TrialProgress
     from raylm.tune.space import tune_space
 
     base = sweep.base_config
@@ -127,13 +132,44 @@ def _fit(sweep: Sweep, directory: Path, context: TrialContext, parent, parallel_
                                             max_concurrent_trials=None if cfg.search_alg.name != "optuna"
                                             else parallel_trials),
             run_config=ray.tune.RunConfig(
-                name="sweep", storage_path=str(tune_path), verbose=1,
+                name="sweep", storage_path=str(tune_path), verbose=0 if is_quiet() else 1,
                 failure_config=ray.tune.FailureConfig(max_failures=trial_failures(cfg.trials.max_failures, context)),
                 callbacks=[TrialRunStatus(context.writer, parent.uri, base.tracking.experiment, parent.handle(),
-                                          cfg.metric, cfg.mode)],
+                                          cfg.metric, cfg.mode),
+                           TrialProgress(sweep_view(base.train.max_steps), cfg.metric, cfg.mode,
+                                         total=expected_trials(sweep))],
             ),
         )
     return tuner.fit()
+
+
+def expected_trials(sweep: Sweep) -> int:
+    """num_samples per combination of the grid keys (Tune's count of trials)."""
+    count = sweep.config.num_samples
+    for spec in sweep.specs.values():
+        if spec["kind"] == "grid" or (spec["kind"] == "choice" and sweep.config.search_alg.name == "grid"):
+            count *= len(spec["values"])
+    return count
+
+
+def sweep_view(max_steps: int):
+    """A sweep's trials in the live view: named by their short id and sampled values, weighed by their steps."""
+    from raylm.tune.progress import TrialView
+    from raylm.tune.space import sampled_values
+
+    def steps(trial) -> int:
+        return int(trial.config.get("train.max_steps", max_steps))
+
+    def label(trial) -> str:
+        values = ", ".join(f"{key.rsplit('.', 1)[-1]}={_short(value)}"
+                           for key, value in sampled_values(trial.config).items())
+        return f"{trial.trial_id.rsplit('_', 1)[-1]} {values}"
+
+    return TrialView(label=label, steps=steps, work=steps)
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _scheduler(cfg: SweepConfig, base: RunConfig):
