@@ -83,6 +83,38 @@ def test_two_pipeline_stages_match_single_process_reference(workdir):
     assert (result.model_dir / "model.safetensors").exists()
 
 
+PP_DP = {"num_workers": 4, "pp": 2, "zero_stage": 1, "cpus_per_worker": 0.5}  # 4 workers on the 2 test CPUs
+
+
+@pytest.fixture(scope="module")
+def pp_dp_run(workdir):
+    """pp=2 x dp=2 on 4 workers, 10 steps, checkpoints every 5: the baseline of the pp x dp tests."""
+    return run_training(tiny_config(workdir, parallel=PP_DP, train={"max_steps": 10, "checkpoint_every": 5}))
+
+
+def test_pipeline_times_data_parallel_matches_single_process_reference(workdir, pp_dp_run):
+    """pp=2 x dp=2: two replicas of a two-stage pipeline give the per-step losses of one process that
+    averages the gradient over both replicas' micro-batches, over 10 steps."""
+    cfg = tiny_config(workdir, parallel=PP_DP, train={"max_steps": 10, "checkpoint_every": 5})
+    curve = logged_curve(pp_dp_run)
+    expected = reference_losses(cfg, _dataset_dir(pp_dp_run), 10)
+    assert [curve[s] for s in range(1, 11)] == pytest.approx(expected, rel=RTOL)
+    assert (pp_dp_run.model_dir / "model.safetensors").exists()
+
+
+def test_pipeline_times_data_parallel_resumes_exactly(workdir, pp_dp_run):
+    """The pp=2 x dp=2 run stopped after step 5 (rank 3 dies before step 6) and resumed from its step-5
+    checkpoint continues the uninterrupted run's losses."""
+    train = {"max_steps": 10, "checkpoint_every": 5}
+    with pytest.raises(UserError, match="training failed"):
+        run_training(tiny_config(workdir, parallel=PP_DP, train=train, faults={"kill_rank": 3, "kill_at_step": 6}))
+    stopped = sorted((workdir / "runs").glob("*/step_00000005"))[-1]
+    resumed = run_training(tiny_config(workdir, parallel=PP_DP, train=train), resume_from=str(stopped))
+    baseline, curve = logged_curve(pp_dp_run), logged_curve(resumed)
+    assert sorted(curve) == list(range(6, 11))
+    assert [curve[s] for s in range(6, 11)] == pytest.approx([baseline[s] for s in range(6, 11)], rel=RTOL)
+
+
 def test_expert_parallel_matches_all_local_experts(workdir):
     """ep=2 (each rank holds 2 of 4 experts) trains like ep=1 (all 4 on each rank): same losses and loads."""
     moe = {"moe": {"n_experts": 4, "every": 1}}
