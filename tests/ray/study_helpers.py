@@ -20,7 +20,9 @@ def write_study(tmp: Path, **settings) -> Path:
                         "base": {"arch": "gpt", "vocab_size": 512, "max_seq_len": 32}},
              "budgets": [2.0e8, 4.0e8, 8.0e8], "points_per_budget": 3, "spread": 3, "seq_len": 32,
              "global_batch_size": 4, "min_steps": 10, "evals_per_point": 3, "prior": {"tokens_per_param": 1},
-             "targets": [2.4e9], "fit": {"simulations": 30, "level": 0.9}, **settings}
+             "targets": [2.4e9], "fit": {"simulations": 30, "level": 0.9},
+             "edges": {"extend": False},  # a fixed grid of 9 points (edge extension: tests/ray/test_study_edges.py)
+             **settings}
     path = tmp / "study.yaml"
     path.write_text(yaml.safe_dump(study))
     return path

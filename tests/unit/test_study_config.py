@@ -114,3 +114,4 @@ def test_plan_prints_grid_compute_data_and_an_estimate(tmp_path):
     assert "WARNING: the data repeats" in text and "estimated wall time:" in text and "probe:" in text
     assert "concurrency: 2 trial(s) at a time on 2 CPUs" in text and "for one trial with 2 threads" in text
     assert "per trial, in its own reused process" in text and "measured (" in text
+    assert "warning: at C=2e+08 the prior's optimum, N=5,774, is 0.2 grid steps above its smallest size" in text

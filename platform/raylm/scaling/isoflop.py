@@ -173,9 +173,37 @@ def _pick(shapes, wanted: np.ndarray, aspect: float):
     return sorted(picked, key=lambda item: item[1])
 
 
+def family_model_beyond(family: ModelFamily, edge: float, target: float, *, seq_len: int,
+                        count_params: CountParams):
+    """The family's model closest to ``target``, picked as :func:`isoflop_grid` picks (nearest in log N, ties
+    towards the aspect ratio), among its models strictly smaller than ``edge`` when ``target < edge`` and
+    strictly larger otherwise: ``(model config, N)``, or None when the family has none on that side (nothing
+    below its smallest shape, nothing above its largest within ``max_layers``)."""
+    smaller = target < edge
+    low, high = (1.0, float(edge)) if smaller else (float(edge), math.inf)
+    shapes = [s for s in _candidate_shapes(family, count_params, low, high, seq_len)
+              if (s[1] < edge if smaller else s[1] > edge)]
+    if not shapes:
+        return None
+    ((cfg, n),) = _pick(shapes, np.array([float(target)]), family.aspect_ratio)
+    return cfg, n
+
+
+def point_steps(budget: float, params: int, shape: TrainingShape) -> int:
+    """Optimizer steps of an N-parameter model at ``budget``: D = C / (6N) in whole steps of ``shape``."""
+    return int(round(float(tokens_for_budget(budget, params)) / (shape.global_batch_size * shape.seq_len)))
+
+
+def sized_point(budget: float, model, params: int, shape: TrainingShape,
+                flops_per_token: FlopsPerToken | None = None) -> GridPoint:
+    """One model config trained at ``budget`` exactly as :func:`isoflop_grid` trains its points."""
+    return _point(budget, model, params, shape.seq_len, shape.global_batch_size, shape.warmup_tokens_per_param,
+                  shape.max_warmup_fraction, flops_per_token)
+
+
 def _point(budget, cfg, n, seq_len, batch, warmup_per_param, max_warmup_fraction, flops_per_token) -> GridPoint:
     tokens_per_step = batch * seq_len
-    steps = int(round(float(tokens_for_budget(budget, n)) / tokens_per_step))
+    steps = point_steps(budget, n, TrainingShape(seq_len, batch))
     if steps < 1:
         raise UserError(f"budget {budget:.3g} FLOPs is less than one step ({tokens_per_step} tokens) of a "
                         f"{n:,}-parameter model; raise the budget or lower the batch size")

@@ -12,6 +12,7 @@
     seq_len: 128
     global_batch_size: 16
     targets: [3.0e12]                # budgets to predict, above the grid
+    edges: {extend: true, max_points_per_budget: 2}   # sizes added where a budget's minimum is at an edge
     verify: {enabled: true, compare_tokens_per_param: null}
 
 Everything is checked when the file is loaded (:mod:`raylm.study.grid` checks the grid itself).
@@ -45,6 +46,17 @@ class PriorConfig(Section):
 
     tokens_per_param: Optional[float] = Field(20.0, gt=0, description="Chinchilla's 20 (Hoffmann et al. 2022).")
     law: Optional[dict[str, float]] = Field(None, description="E, A, B, alpha, beta of L(N, D).")
+
+
+class EdgesConfig(Section):
+    """Grids that fix their own edges (:mod:`raylm.study.edges`)."""
+
+    extend: bool = Field(
+        True, description="When a budget's best run is its smallest or largest size, or its IsoFLOP parabola's "
+        "minimum lies outside its sizes, train sizes beyond that edge (the grid's own spacing) before fitting.")
+    max_points_per_budget: int = Field(
+        2, ge=0, description="At most this many sizes added per budget; also bounded by min_steps, the corpus "
+        "(4 epochs) and the family's smallest and largest models.")
 
 
 class VerifyConfig(Section):
@@ -88,6 +100,7 @@ class StudyConfig(Section):
         3, ge=1, description="Checkpoints along each run, each at an evaluation: a study killed mid-point "
         "continues that point from its newest one (1: only at the end).")
     targets: list[float] = Field(..., min_length=1)
+    edges: EdgesConfig = Field(default_factory=EdgesConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     fit: FitConfig = Field(default_factory=FitConfig)
     trials: TrialsConfig = Field(default_factory=lambda: TrialsConfig(max_failures=1))

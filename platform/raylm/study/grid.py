@@ -17,9 +17,18 @@ from dataclasses import dataclass
 from raylm.config import RunConfig
 from raylm.config_load import apply_overrides
 from raylm.errors import UserError
-from raylm.scaling.isoflop import GridPoint, ModelFamily, TrainingShape, isoflop_grid
+from raylm.scaling.isoflop import (
+    GridPoint,
+    ModelFamily,
+    TrainingShape,
+    family_model_beyond,
+    isoflop_grid,
+    sized_point,
+)
 from raylm.scaling.laws import ChinchillaLaw
 from raylm.study.config import Study
+
+MAX_EPOCHS = 4.0  # Muennighoff et al. (2023): up to ~4 epochs of repeated data cost little
 
 
 @dataclass(frozen=True)
@@ -65,9 +74,15 @@ def prior_of(study: Study):
     return lambda c: math.sqrt(c / (6.0 * ratio))
 
 
-def _shape(study: Study) -> TrainingShape:
+def training_shape(study: Study) -> TrainingShape:
     cfg = study.config
     return TrainingShape(cfg.seq_len, cfg.global_batch_size, cfg.warmup_tokens_per_param, cfg.max_warmup_fraction)
+
+
+def prior_optimum(study: Study, budget: float) -> float:
+    """The N the prior puts at ``budget``'s optimum: the centre of that budget's grid (in log N)."""
+    prior = prior_of(study)
+    return float(prior.optimal_params(budget)) if isinstance(prior, ChinchillaLaw) else float(prior(budget))
 
 
 def _counters() -> dict:
@@ -82,7 +97,7 @@ def build_grid(study: Study) -> list[StudyPoint]:
     cfg = study.config
     check_budgets(cfg.budgets, cfg.targets, cfg.points_per_budget)
     points = isoflop_grid(cfg.budgets, family_of(study), k=cfg.points_per_budget, spread=cfg.spread,
-                          prior=prior_of(study), shape=_shape(study), **_counters())
+                          prior=prior_of(study), shape=training_shape(study), **_counters())
     per_budget = {b: [p for p in points if p.budget == b] for b in cfg.budgets}
     for budget, group in per_budget.items():
         if len(group) < 3:
@@ -158,8 +173,22 @@ def verification_point(study: Study, budget: float, n_target: float, kind: str =
     """The family's model closest to ``n_target`` trained for D = C / (6N) at ``budget``."""
     cfg = study.config
     (grid,) = isoflop_grid([budget], family_of(study), k=1, spread=1.0, prior=lambda c: n_target,
-                           shape=_shape(study), **_counters())
+                           shape=training_shape(study), **_counters())
     return StudyPoint(kind, f"{kind}-{label(grid)}", grid, *_cadence(grid.steps, cfg))
+
+
+def model_beyond(study: Study, edge_n: int, target_n: float):
+    """The family's model closest to ``target_n`` strictly beyond ``edge_n`` (smaller when ``target_n`` is
+    smaller): ``(model config, N)``, or None when the family has no model on that side."""
+    return family_model_beyond(family_of(study), edge_n, target_n, seq_len=study.config.seq_len,
+                               count_params=_counters()["count_params"])
+
+
+def edge_point(study: Study, budget: float, model, params: int) -> StudyPoint:
+    """A size added beyond a budget's edge (:mod:`raylm.study.edges`): a grid point like the others (fitted with
+    them), trained by the same rules, labelled ``...-edge``."""
+    grid = sized_point(budget, model, params, training_shape(study), _counters()["flops_per_token"])
+    return StudyPoint("grid", f"{label(grid)}-edge", grid, *_cadence(grid.steps, study.config))
 
 
 def format_grid(points: list[StudyPoint]) -> str:

@@ -1,6 +1,6 @@
-"""``raylm study plan``: the grid, its compute, the data it needs, how its trials share the machine,
-and a wall-time estimate from a short timed probe and the measured per-trial overhead
-(:mod:`raylm.tune.overhead`), before anything trains."""
+"""``raylm study plan``: the grid, its compute, the data it needs, each budget whose prior optimum sits
+near an edge of its sizes, how its trials share the machine, and a wall-time estimate from a short timed
+probe and the measured per-trial overhead (:mod:`raylm.tune.overhead`), before anything trains."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 import time
 
 from raylm.study.config import Study
+from raylm.study.edges import prior_warnings
 from raylm.study.grid import StudyPoint, build_grid, format_grid, point_config, verification_point
 from raylm.tune.overhead import trial_overhead
 
@@ -59,6 +60,7 @@ def plan_text(study: Study, train_tokens: int | None, cpus: float) -> str:
                      f"has {train_tokens:,} training tokens ({epochs:.2f} epochs){note}")
     else:
         lines.append("data: not tokenized yet (raylm tokenize builds the shards; the study does it first)")
+    lines += prior_warnings(study, grid, train_tokens)  # a prior optimum near an edge the family clipped
     base = point_config(study, grid[0])
     threads = max(1, int(base.parallel.cpus_per_worker))
     workers = base.parallel.num_workers

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from raylm.study.config import Study
 from raylm.study.description import NOTE_TAG, study_description
+from raylm.study.edges import EDGES_TAG
 from raylm.study.plots import write_study_plots
 from raylm.study.results import StudyOutcome, write_results_csv
 
@@ -17,7 +18,8 @@ def write_fit_and_plots(outcome: StudyOutcome, study: Study, directory: Path, lo
     ``directory``; the plots drawn. A plot that fails is reported, never raised: a figure must never cost the
     study its numbers. ``raylm study`` and ``raylm study show`` both write through here."""
     fit_json = {**outcome.fit, "recommended": outcome.recommended,
-                "verification": {k: v for k, v in outcome.metrics.items() if k.startswith(("verify/", "predicted/"))}}
+                "verification": {k: v for k, v in outcome.metrics.items() if k.startswith(("verify/", "predicted/"))},
+                "edges": outcome.edges.as_dict() if outcome.edges is not None else None}
     (directory / "fit.json").write_text(json.dumps(fit_json, indent=2, default=float) + "\n")
     try:
         return write_study_plots(directory / "plots", outcome, study)
@@ -34,6 +36,8 @@ def log_parent(outcome: StudyOutcome, parent, study: Study, log=print) -> None:
     write_results_csv(outcome, directory / "results.csv")
     plots = write_fit_and_plots(outcome, study, directory, log)
     parent.set_tag(NOTE_TAG, study_description(outcome, study.config.name, [f"plots/{p.name}" for p in plots]))
+    if outcome.edges is not None:
+        parent.set_tag(EDGES_TAG, outcome.edges.tag())
     parent.log_metrics(outcome.metrics, step=0)
     parent.log_artifact(str(directory / "results.csv"))
     parent.log_artifact(str(directory / "fit.json"))

@@ -36,6 +36,7 @@ class StudyOutcome:
     elapsed_s: float | None  # None: refitted from the record (raylm study show), not run
     recommendation: Any = field(default=None, repr=False)  # raylm.scaling.predict.recommend.Recommendation: the fits
     answers: list[Path] = field(default_factory=list)  # recommended_<target>.yaml, one per target (study/answers.py)
+    edges: Any = None  # raylm.study.edges.EdgeReport: the budgets whose minimum was at an edge, and the sizes added
 
 
 def recorded_result(point: StudyPoint, recorded, reused: bool, run_id: str | None = None,

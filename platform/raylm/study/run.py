@@ -21,7 +21,8 @@ from raylm.errors import UserError
 from raylm.study.analysis import fit_results, headline_metrics, usable_points, verification_points
 from raylm.study.answers import write_answers
 from raylm.study.config import Study
-from raylm.study.grid import StudyPoint, build_grid, point_config, point_key
+from raylm.study.edges import extend_edges
+from raylm.study.grid import MAX_EPOCHS, StudyPoint, build_grid, point_config, point_key
 from raylm.study.publish import log_parent
 from raylm.study.record import RecordedPoint, StudyRecord
 from raylm.study.results import PointResult, StudyOutcome, recorded_result
@@ -30,8 +31,7 @@ from raylm.tune.context import TrialContext
 from raylm.tune.session import DriverSession
 from raylm.tune.trial import POINT_TAG
 
-MAX_EPOCHS = 4.0  # Muennighoff et al. (2023): up to ~4 epochs of repeated data cost little
-ANALYSIS_SETTINGS = ("name", "output_dir", "targets", "verify.", "fit.", "trials.")  # may change between runs
+ANALYSIS_SETTINGS = ("name", "output_dir", "targets", "edges.", "verify.", "fit.", "trials.")  # may change between runs
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,8 @@ def run_study(study: Study, address: str | None = None, log=print) -> StudyOutco
     trials = study.config.trials
     with DriverSession.open(first, trials.max_concurrent_trials, address, log, trials.in_process) as session:
         driver = _driver(study, session, grid, log)
-        results = driver.train(grid)
+        train_tokens = session.dataset.manifest.splits["train"].sequences * study.config.seq_len
+        results, edges = extend_edges(study, driver.train(grid), driver.train, train_tokens, log)
         fit, recommendation = fit_results(study, usable_points(results, log))
         recommended = fit["recommended"]
         _log_recommendation(recommended, log)
@@ -124,7 +125,7 @@ def run_study(study: Study, address: str | None = None, log=print) -> StudyOutco
         outcome = StudyOutcome(driver.directory, results, fit, recommended, verify,
                                headline_metrics(fit, recommended, verify), driver.parent.run_id,
                                driver.parent.experiment_id, driver.parent.uri, time.time() - started,
-                               recommendation, write_answers(study, recommended, driver.directory))
+                               recommendation, write_answers(study, recommended, driver.directory), edges)
         log_parent(outcome, driver.parent, study, log)
         return outcome
 

@@ -3,7 +3,10 @@ directory alone: nothing trains, no Ray, no tracking store.
 
 A study's directory holds what this needs: ``study.yaml`` (the study as it ran, written when it
 starts) and ``points.jsonl`` (every evaluation and ending, :mod:`raylm.study.record`). Points are
-matched to the grid by their labels (a directory belongs to one grid: its name is the grid's hash).
+matched to the grid by their labels (a directory belongs to one grid: its name is the grid's hash); the sizes the
+study added at its budgets' edges are found again by repeating the extension on the recorded losses
+(:func:`raylm.study.edges.extend_edges`, the corpus left unchecked: a size the study refused is reported as not
+in the record).
 Fit settings can differ from the run's (``level``, ``simulations``, ``seed``), and ``predictor``
 names the prediction to recommend instead of the backtest's choice. Plots, ``fit.json`` and the
 ``recommended_<target>.yaml`` files go to ``out`` (default ``DIR/show``), so the study's own
@@ -21,6 +24,7 @@ from raylm.errors import UserError
 from raylm.study.analysis import fit_results, headline_metrics, usable_points
 from raylm.study.answers import write_answers
 from raylm.study.config import Study, load_study
+from raylm.study.edges import extend_edges
 from raylm.study.grid import StudyPoint, build_grid, verification_point
 from raylm.study.publish import write_fit_and_plots
 from raylm.study.record import StudyRecord
@@ -53,7 +57,9 @@ def show_study(directory: str | Path, settings: ShowSettings = ShowSettings(), l
     directory = Path(directory).resolve()
     study = _saved_study(directory, settings)
     recorded = {p.label: p for p in StudyRecord(directory).points().values()}
-    results = _grid_results(study, directory, recorded)
+    results, edges = extend_edges(study, _grid_results(study, directory, recorded),
+                                  lambda points: [_result(p, recorded[p.label]) for p in points if p.label in recorded],
+                                  log=lambda line: None)  # the summary reports them
     fit, recommendation = fit_results(study, usable_points(results, log))
     recommended = _chosen(fit, settings.predictor)
     top = recommended[0]
@@ -65,7 +71,7 @@ def show_study(directory: str | Path, settings: ShowSettings = ShowSettings(), l
     out = Path(settings.out).resolve() if settings.out else directory / "show"
     out.mkdir(parents=True, exist_ok=True)
     outcome = StudyOutcome(directory, results, fit, recommended, verify, headline_metrics(fit, recommended, verify),
-                           None, None, "", None, recommendation, write_answers(study, recommended, out))
+                           None, None, "", None, recommendation, write_answers(study, recommended, out), edges)
     write_fit_and_plots(outcome, study, out, log)
     return outcome
 

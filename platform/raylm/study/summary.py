@@ -28,6 +28,8 @@ def outcome_summary(outcome) -> str:
         loss = f"{r.loss:.4f}" if r.loss is not None else r.status
         lines.append(f"  C={g.budget:.2g}  N={g.params:>9,}  D={g.tokens:>11,}  D/N={g.tokens / g.params:7.1f}  "
                      f"loss {loss}")
+    if outcome.edges is not None:  # which budgets' minima were at an edge, and the sizes added there
+        lines += ["", *outcome.edges.summary()]
     lines += ["", "predictions at the target budget(s), best backtest first:"]
     for name, row in _predictor_rows(outcome.fit):
         lines.append(f"  {name:<10} {row}")

@@ -1,0 +1,231 @@
+"""Grids that fix their own edges: where a budget's minimum is at an edge, which sizes are added beyond it, and
+every limit that stops it, with known answers on the tiny study's family (sizes 5,240, 6,112, 12,016, 15,296,
+20,328, 27,552, 42,880, 61,280, 82,752) and losses from known functions of N."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from tests.ray.study_helpers import write_study
+from tests.unit.test_study_show import record_point
+
+from raylm.errors import UserError
+from raylm.study.config import load_study
+from raylm.study.description import study_description
+from raylm.study.edges import edge_of, extend_edges, grid_step, next_point, prior_warnings
+from raylm.study.grid import build_grid
+from raylm.study.record import StudyRecord
+from raylm.study.results import PointResult, recorded_result
+from raylm.study.show import save_study, show_study
+from raylm.study.summary import outcome_summary
+
+FAMILY = [5240, 6112, 12016, 15296, 20328, 27552, 42880, 61280, 82752]
+
+
+def bigger_is_better(params: int, budget: float) -> float:
+    return 5.0 - 0.1 * math.log(params)
+
+
+def smaller_is_better(params: int, budget: float) -> float:
+    return 4.0 + 0.1 * math.log(params)
+
+
+class Trainer:
+    """Trains points instantly: each loss is ``loss(N, C)``; remembers what each call trained."""
+
+    def __init__(self, loss):
+        self.loss, self.calls = loss, []
+
+    def __call__(self, points):
+        self.calls.append([p.label for p in points])
+        return [PointResult(p, p.label, "FINISHED", None, self.loss(p.grid.params, p.grid.budget)) for p in points]
+
+
+def tiny(tmp_path, **settings):
+    """The tiny study with edge extension as it is by default: on, 2 sizes per budget."""
+    return load_study(write_study(tmp_path, **{"edges": {}, **settings}))
+
+
+def extended(tmp_path, loss, corpus_tokens=None, **settings):
+    study = tiny(tmp_path, **settings)
+    train = Trainer(loss)
+    results, report = extend_edges(study, train(build_grid(study)), train, corpus_tokens, log=lambda line: None)
+    return study, train, results, report
+
+
+def added(report) -> dict[float, list[int]]:
+    return {b.budget: [r.point.grid.params for r in b.added] for b in report.budgets}
+
+
+# where the minimum is
+
+
+SIZES = [1000, 2000, 4000, 8000, 16000]
+
+
+@pytest.mark.parametrize("losses,side", [
+    ([3.0, 3.1, 3.2, 3.3, 3.4], "small"),   # best run at the smallest size
+    ([3.4, 3.3, 3.2, 3.1, 3.0], "large"),   # best run at the largest size
+    ([3.3, 3.0, 3.05, 3.2, 3.5], None),     # an interior minimum with the parabola's vertex inside
+    ([3.6, 3.1, 3.9, 3.7, 3.8], "small"),   # best run interior, the (noisy) profile's vertex below the smallest
+    ([3.8, 3.7, 3.9, 3.1, 3.6], "large"),   # the same mirrored: the vertex above the largest
+    ([3.6, 3.3, 3.2, 3.6, 3.0], "large"),   # a best run at an edge is the edge, whatever the vertex
+    ([3.0, 3.5, 3.6, 3.5, 3.0 + 1e-3], "small"),
+    ([3.3, 3.1, 3.5, 3.5, 3.2], None),      # a concave fit has no vertex to place: inside
+])
+def test_the_minimum_is_at_an_edge_when_the_best_run_or_the_vertex_is(losses, side):
+    edge = edge_of(SIZES, losses)
+    assert (edge.side if edge else None) == side
+    shuffled = edge_of(SIZES[::-1], losses[::-1])  # the order of the runs does not matter
+    assert (shuffled.side if shuffled else None) == side
+
+
+def test_the_vertex_case_names_the_vertex_outside_the_sizes():
+    losses = [3.6, 3.1, 3.9, 3.7, 3.8]
+    c2, c1, _ = np.polyfit(np.log(SIZES), losses, 2)
+    vertex = math.exp(-c1 / (2 * c2))
+    assert c2 > 0 and vertex < 1000  # the known answer the case is built on (N=354)
+    assert edge_of(SIZES, losses).why == (f"its parabola's minimum (N={vertex:,.0f}) lies below its smallest size, "
+                                          "N=1,000")
+    assert edge_of([1000, 2000, 4000], [3.0, 2.9, 2.95]) is None  # three sizes: the vertex is always between
+    assert edge_of(SIZES, [3.4, 3.3, 3.2, 3.1, 3.0]).why == "its best loss (3.0000) is at its largest size, N=16,000"
+    assert edge_of([1000], [3.0]) is None
+
+
+# which sizes are added, and where it stops
+
+
+def test_a_minimum_at_the_large_edge_is_extended_up_to_the_cap(tmp_path):
+    study, train, results, report = extended(tmp_path, bigger_is_better)
+    assert grid_step(study) == pytest.approx(math.sqrt(3))  # spread 3 over 2 steps
+    # largest sizes 12,016 / 15,296 / 20,328; each next size is the family's model nearest sqrt(3) x the edge
+    assert added(report) == {2e8: [20328], 4e8: [27552, 42880], 8e8: [42880, 82752]}
+    assert len(train.calls) == 3 and len(results) == 9 + 5  # the grid, then two rounds of one size per budget
+    by_budget = {b.budget: b for b in report.budgets}
+    assert by_budget[2e8].limit == ("the next larger model, N=42,880, would train 6 optimizer steps, fewer than "
+                                    "min_steps=10")
+    assert "cap of 2 added size(s) per budget (edges.max_points_per_budget)" in by_budget[4e8].limit
+    assert "cap of 2" in by_budget[8e8].limit
+    for b in report.budgets:
+        assert b.first.side == "large" and b.now is not None  # still at an edge: every minimum is the largest
+        for r in b.added:
+            g = r.point.grid
+            assert r.point.kind == "grid" and r.point.label.endswith("-edge") and r.loss is not None
+            assert g.params in FAMILY and g.steps >= study.config.min_steps and abs(g.flops / g.budget - 1) < 0.1
+            assert r.point.overrides["train.max_steps"] == g.steps
+    sizes = [(r.point.grid.budget, r.point.grid.params) for r in results]
+    assert len(sizes) == len(set(sizes))  # no size trained twice at a budget
+    assert report.tag() == "extended 2e+08 (+1), 4e+08 (+2), 8e+08 (+2); still at an edge 2e+08, 4e+08, 8e+08"
+
+
+def test_a_higher_cap_stops_where_the_family_ends(tmp_path):
+    _, _, _, report = extended(tmp_path, bigger_is_better, edges={"max_points_per_budget": 3})
+    assert added(report)[8e8] == [42880, 82752]
+    (top,) = [b for b in report.budgets if b.budget == 8e8]
+    assert top.limit == "the family has no larger model than N=82,752 (raise family.max_layers)"
+
+
+def test_a_minimum_at_the_small_edge_is_extended_within_the_family_and_the_corpus(tmp_path):
+    _, _, results, report = extended(tmp_path, smaller_is_better)
+    assert added(report) == {2e8: [], 4e8: [], 8e8: [5240]}  # 5,240 is the family's smallest model
+    no_smaller = "the family has no smaller model than N=5,240 (a smaller family.head_dim makes smaller ones)"
+    assert [b.limit for b in report.budgets] == [no_smaller] * 3
+    assert report.budgets[0].line() == ("C=2e+08: its best loss (4.8564) is at its smallest size, N=5,240; not "
+                                        f"extended: {no_smaller}")
+    _, _, _, small_corpus = extended(tmp_path, smaller_is_better, corpus_tokens=5000)
+    assert added(small_corpus)[8e8] == []  # 5,240 at 8e8 reads 25,472 tokens: 5.1 epochs of 5,000
+    assert small_corpus.budgets[2].limit == ("the next smaller model, N=5,240, would read 25,472 tokens, 5.1 epochs "
+                                             "of the corpus's 5,000 training tokens (more than 4)")
+
+
+def test_an_interior_minimum_adds_nothing(tmp_path):
+    study = tiny(tmp_path)
+    grid = build_grid(study)
+    middle = {b: sorted(p.grid.params for p in grid if p.grid.budget == b)[1] for b in study.config.budgets}
+    train = Trainer(lambda n, c: 3.0 + (math.log(n) - math.log(middle[c])) ** 2)
+    results, report = extend_edges(study, train(build_grid(study)), train, log=lambda line: None)
+    assert report.budgets == [] and len(results) == 9 and len(train.calls) == 1
+    assert report.summary() == ["edges: every budget's minimum lies inside its sizes"]
+    assert report.as_dict() == {"budgets": [], "extended": [], "at_an_edge": []}
+
+
+def test_a_minimum_moved_inside_stops_the_extension(tmp_path):
+    # the loss is a parabola in log N with its minimum at N=20,000 at every budget: at 4e8 the grid ends at
+    # 15,296 (its best); 27,552, added, brackets the minimum, which then lies inside
+    _, train, _, report = extended(tmp_path, lambda n, c: 3.0 + (math.log(n) - math.log(20_000)) ** 2)
+    (four,) = [b for b in report.budgets if b.budget == 4e8]
+    assert [r.point.grid.params for r in four.added] == [27552] and four.now is None and four.limit is None
+    assert four.line().endswith("added N=27,552: its minimum is now inside its sizes")
+    assert report.as_dict()["budgets"][[b.budget for b in report.budgets].index(4e8)]["inside_now"] is True
+
+
+def test_extension_off_reports_the_edges_and_trains_nothing_more(tmp_path):
+    _, train, results, report = extended(tmp_path, bigger_is_better, edges={"extend": False})
+    assert len(train.calls) == 1 and len(results) == 9 and len(report.budgets) == 3
+    assert all(b.limit == "edge extension is off (edges.extend: false)" and not b.added for b in report.budgets)
+
+
+def test_the_next_size_continues_the_grid_spacing_beyond_every_size_trained(tmp_path):
+    study = tiny(tmp_path)
+    point = next_point(study, 8e8, [6112, 12016, 20328], "large")
+    assert point.grid.params == 42880  # nearest 20,328 x sqrt(3) = 35,209 among larger models (27,552 is farther)
+    assert point.label == "C8e+08-N43K-edge" and point.kind == "grid"
+    assert point.grid.steps == round(8e8 / (6 * 42880) / 128) == 24 and point.grid.tokens == 24 * 128  # D = C / 6N
+    assert next_point(study, 8e8, [6112, 12016, 20328, 27552], "large").grid.params == 42880
+    assert next_point(study, 8e8, [5240, 6112], "small") == ("the family has no smaller model than N=5,240 (a "
+                                                             "smaller family.head_dim makes smaller ones)")
+
+
+# the plan
+
+
+def test_the_plan_warns_where_the_prior_optimum_sits_near_an_edge_the_family_clipped(tmp_path):
+    study = tiny(tmp_path)
+    (warning,) = prior_warnings(study, build_grid(study))  # 2e8: prior optimum sqrt(2e8 / 6) = 5,774
+    assert warning == ("warning: at C=2e+08 the prior's optimum, N=5,774, is 0.2 grid steps above its smallest size, "
+                       "N=5,240: if the minimum lands there, the study cannot extend it: the family has no smaller "
+                       "model than N=5,240 (a smaller family.head_dim makes smaller ones); another prior "
+                       "(prior.tokens_per_param, prior.law) moves the grid")
+    centred = tiny(tmp_path, budgets=[4e8, 8e8, 1.6e9])
+    assert prior_warnings(centred, build_grid(centred)) == []
+
+
+# the report, and raylm study show
+
+
+def test_show_finds_the_added_sizes_in_the_record_and_reports_them(tmp_path):
+    study = tiny(tmp_path)
+    directory = tmp_path / "studies" / "tiny-0123456789ab"
+    directory.mkdir(parents=True)
+    save_study(study, directory)
+    record = StudyRecord(directory)
+
+    def train(points):  # as the driver trains: into the record, results read back from it
+        for p in points:
+            record_point(record, p, f"key-{p.label}")
+        recorded = {r.label: r for r in record.points().values()}
+        return [recorded_result(p, recorded[p.label], reused=False) for p in points]
+
+    results, report = extend_edges(study, train(build_grid(study)), train, log=lambda line: None)
+    assert report.extended, "the law's optimum lies below the tiny grid's sizes at 8e8 (prior: 1 token/param)"
+    shown = show_study(directory, log=lambda *_: None)
+    assert sorted(r.point.label for r in shown.results) == sorted(r.point.label for r in results)
+    assert shown.edges.as_dict() == report.as_dict()
+    fit = json.loads((directory / "show" / "fit.json").read_text())
+    assert fit["edges"]["extended"] == [b.budget for b in report.extended]
+    text = outcome_summary(shown)
+    assert all(b.line() in text for b in report.budgets)
+    description = study_description(shown, "tiny", [])  # the parent run's Description
+    assert f"and {sum(len(b.added) for b in report.budgets)} added at edges" in description
+    assert "**Edges:**" in description and all(f"- {b.line()}" in description for b in report.budgets)
+    assert description.count("(added at an edge)") == sum(len(b.added) for b in report.budgets)
+
+
+def test_the_edges_section_is_checked(tmp_path):
+    with pytest.raises(UserError, match="max_points_per_budget"):
+        load_study(write_study(tmp_path, edges={"max_points_per_budget": -1}))
+    with pytest.raises(UserError, match="extent"):
+        load_study(write_study(tmp_path, edges={"extent": True}))
