@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from raylm.config import flatten
+from raylm.console import attach_logs
 from raylm.errors import UserError
 from raylm.study.analysis import fit_results, headline_metrics, usable_points, verification_points
 from raylm.study.answers import write_answers
@@ -58,8 +59,9 @@ class StudyDriver:
         recorded = self.record.points()  # read once for every point
         done = {p.label: self._finished(p, keys[p.label], recorded.get(keys[p.label])) for p in points}
         pending = [p for p in points if not done[p.label]]
-        self.log(f"study: {len(points)} runs, {len(points) - len(pending)} already finished (reused), "
-                 f"{len(pending)} to train, {self.session.describe_trials()}")
+        if kind == "study-point" or len(pending) < len(points):  # a verification run was announced already
+            self.log(f"study: {len(points)} runs, {len(points) - len(pending)} already finished (reused), "
+                     f"{len(pending)} to train, {self.session.describe_trials()}")
         if pending:
             run_fixed_trials([point_payload(p, keys[p.label]) for p in pending], self.context.of_kind(kind),
                              self.session.parallel_trials, self.directory / "tune", pending[0].kind,
@@ -139,6 +141,9 @@ def _driver(study: Study, session: DriverSession, grid: list[StudyPoint], log) -
     directory = Path(study.config.output_dir).resolve() / f"{study.config.name}-{study_key}"
     directory.mkdir(parents=True, exist_ok=True)
     save_study(study, directory)  # what raylm study show reads back
+    logs = attach_logs(directory / "logs")
+    if logs is not None:
+        log(f"Ray, Tune, Train, DeepSpeed and worker output: {logs} (--verbose shows it here)")
     parent = _parent(session, study, study_key, directory, log)
     context = session.trial_context(study.base, parent.run_id, str(directory / "points"), "study-point")
     return StudyDriver(study, session, parent, context, manifest.key, directory, log)

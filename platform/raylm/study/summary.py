@@ -12,7 +12,9 @@ def interval(pair) -> str:
     return f"[{num(pair[0])}, {num(pair[1])}]" if pair else "[n/a]"
 
 
-def outcome_summary(outcome) -> str:
+def outcome_summary(outcome, full_grid: bool | None = None) -> str:
+    """The study's summary; ``full_grid``: every run's loss (default for ``raylm study show``), else the best
+    run of each budget (a live study printed every run as it finished)."""
     from raylm.tracking.links import run_link, runs_link
 
     if outcome.elapsed_s is None:  # raylm study show: refitted from the study's record
@@ -21,13 +23,10 @@ def outcome_summary(outcome) -> str:
     else:
         head = (f"study finished in {outcome.elapsed_s / 60:.1f} min: {len(outcome.results)} grid runs "
                 f"({sum(r.reused for r in outcome.results)} reused), results in {outcome.directory}")
-    lines = [head, "",
-             "grid (final validation loss on the fixed held-out set):"]
-    for r in sorted(outcome.results, key=lambda r: (r.point.grid.budget, r.point.grid.params)):
-        g = r.point.grid
-        loss = f"{r.loss:.4f}" if r.loss is not None else r.status
-        lines.append(f"  C={g.budget:.2g}  N={g.params:>9,}  D={g.tokens:>11,}  D/N={g.tokens / g.params:7.1f}  "
-                     f"loss {loss}")
+    full = outcome.elapsed_s is None if full_grid is None else full_grid
+    lines = [head, "", "grid (final validation loss on the fixed held-out set"
+             + ("):" if full else "; every run: raylm study show DIR):")]
+    lines += grid_lines(outcome.results) if full else best_lines(outcome.results)
     if outcome.edges is not None:  # which budgets' minima were at an edge, and the sizes added there
         lines += ["", *outcome.edges.summary()]
     lines += ["", "predictions at the target budget(s), best backtest first:"]
@@ -56,6 +55,41 @@ def outcome_summary(outcome) -> str:
         if outcome.tracking_uri.startswith("sqlite:///"):
             lines.append("(serve the UI first: make ui)")
     return "\n".join(lines)
+
+
+def _ordered(results) -> list:
+    return sorted(results, key=lambda r: (r.point.grid.budget, r.point.grid.params))
+
+
+def grid_lines(results) -> list[str]:
+    lines = []
+    for r in _ordered(results):
+        g = r.point.grid
+        loss = f"{r.loss:.4f}" if r.loss is not None else r.status
+        lines.append(f"  C={g.budget:.2g}  N={g.params:>9,}  D={g.tokens:>11,}  D/N={g.tokens / g.params:7.1f}  "
+                     f"loss {loss}")
+    return lines
+
+
+def best_lines(results) -> list[str]:
+    """One line per budget: its best run, and where it sits among the sizes trained."""
+    lines = []
+    for budget in sorted({r.point.grid.budget for r in results}):
+        group = [r for r in _ordered(results) if r.point.grid.budget == budget]
+        done = [r for r in group if r.loss is not None]
+        failed = len(group) - len(done)
+        tail = f", {failed} failed" if failed else ""
+        if not done:
+            lines.append(f"  C={budget:.2g}  no run finished ({len(group)} failed)")
+            continue
+        best = min(done, key=lambda r: r.loss)
+        g = best.point.grid
+        place = ("the smallest size trained" if best is done[0] else "the largest size trained" if best is done[-1]
+                 else "inside the sizes trained")
+        lines.append(f"  C={budget:.2g}  best N={g.params:,} D={g.tokens:,} (D/N={g.tokens / g.params:.1f}) loss "
+                     f"{best.loss:.4f}: {place} (N {done[0].point.grid.params:,} to {done[-1].point.grid.params:,}, "
+                     f"{len(done)} runs{tail})")
+    return lines
 
 
 def _predictor_rows(fit: dict):
