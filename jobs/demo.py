@@ -50,18 +50,15 @@ def main(argv: list[str]) -> int:
 
 
 def grid_header(study, grid, path: Path) -> str:
-    """What the demo trains, a line per budget (the full table: raylm study plan FILE)."""
+    """What the demo trains, in two lines (the full table: raylm study plan FILE)."""
     cfg = study.config
-    lines = [f"raylm demo: a scaling study on corpus '{study.base['data']['corpus']}': {len(cfg.budgets)} budgets x "
-             f"{cfg.points_per_budget} sizes = {len(grid)} runs, then a prediction for "
-             f"{', '.join(f'{t:.2g}' for t in cfg.targets)} FLOPs and its verification run "
-             f"(the full grid: raylm study plan {path})"]
+    budgets = []
     for budget in cfg.budgets:
-        points = [p.grid for p in grid if p.grid.budget == budget]
-        lines.append(f"  C={budget:.2g} FLOPs: N {min(g.params for g in points):,} to {max(g.params for g in points):,}"
-                     f" parameters, {min(g.tokens / g.params for g in points):.0f} to "
-                     f"{max(g.tokens / g.params for g in points):.0f} tokens per parameter")
-    return "\n".join(lines)
+        sizes = [p.grid.params for p in grid if p.grid.budget == budget]
+        budgets.append(f"{budget:.2g} (N {min(sizes):,}-{max(sizes):,})")
+    return (f"raylm demo: a scaling study on corpus '{study.base['data']['corpus']}': {len(grid)} runs, then a "
+            f"prediction for {', '.join(f'{t:.2g}' for t in cfg.targets)} FLOPs and its verification run (the full "
+            f"grid: raylm study plan {path})\n  budgets (FLOPs) and sizes: {'; '.join(budgets)}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """`make demo` end to end, shrunk: jobs/demo.py runs a tiny study (3 budgets x 3 sizes), prints the
-grid, every fit, the recommended prediction and the verification, and leaves it all in MLflow."""
+grid, a line per finished run, every fit, the recommended prediction and the verification (at most 60
+plain lines when piped), and leaves it all in MLflow."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -28,6 +30,15 @@ def test_demo_runs_a_study(repo_root, tmp_path):
     compared = "is not trained twice" not in out
     assert ("comparison run" in out) == compared, out
     assert "Failed to query Ray Train Controller actor state" not in out + done.stderr
+    # the quiet console, piped: plain lines, one per finished run, Ray's output in the study's log file
+    printed = out + done.stderr
+    assert len(printed.splitlines()) <= 60, printed
+    assert "\x1b" not in printed and "\r" not in printed, "control characters on a piped console"
+    assert len(re.findall(r"^  \[\s*\d+/9\] C\S+  val/loss \d\.\d{4} ", out, re.MULTILINE)) == 9, out
+    for noise in ("Trial status", "Reporting training result", "Setting accelerator to CPU", "[raylm] step"):
+        assert noise not in printed, noise
+    (log_file,) = re.findall(r"worker output: (\S+ray\.log)", out)
+    assert "[raylm] step" in open(log_file, encoding="utf-8").read()
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

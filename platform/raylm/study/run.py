@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,10 @@ class StudyDriver:
     directory: Path
     log: Callable[[str], None]
 
-    def train(self, points: list[StudyPoint], kind: str = "study-point") -> list[PointResult]:
-        """Train (or reuse, found by hash in the study's record) every point; their results in order."""
+    def train(self, points: list[StudyPoint], kind: str = "study-point", announce: bool = True) -> list[PointResult]:
+        """Train (or reuse, found by hash in the study's record) every point; their results in order. ``announce``:
+        say how many are reused and how the trials run (a verification run and the sizes added beyond an edge
+        are announced by their own lines)."""
         from raylm.study.record import point_recorder
         from raylm.tune.batch import run_fixed_trials
 
@@ -59,7 +62,7 @@ class StudyDriver:
         recorded = self.record.points()  # read once for every point
         done = {p.label: self._finished(p, keys[p.label], recorded.get(keys[p.label])) for p in points}
         pending = [p for p in points if not done[p.label]]
-        if kind == "study-point" or len(pending) < len(points):  # a verification run was announced already
+        if announce:
             self.log(f"study: {len(points)} runs, {len(points) - len(pending)} already finished (reused), "
                      f"{len(pending)} to train, {self.session.describe_trials()}")
         if pending:
@@ -119,11 +122,12 @@ def run_study(study: Study, address: str | None = None, log=print) -> StudyOutco
     with DriverSession.open(first, trials.max_concurrent_trials, address, log, trials.in_process) as session:
         driver = _driver(study, session, grid, log)
         train_tokens = session.dataset.manifest.splits["train"].sequences * study.config.seq_len
-        results, edges = extend_edges(study, driver.train(grid), driver.train, train_tokens, log)
+        results, edges = extend_edges(study, driver.train(grid), partial(driver.train, announce=False), train_tokens,
+                                      log)
         fit, recommendation = fit_results(study, usable_points(results, log))
         recommended = fit["recommended"]
         _log_recommendation(recommended, log)
-        verify = driver.train(verification_points(study, recommended, log), "study-verify")
+        verify = driver.train(verification_points(study, recommended, log), "study-verify", announce=False)
         outcome = StudyOutcome(driver.directory, results, fit, recommended, verify,
                                headline_metrics(fit, recommended, verify), driver.parent.run_id,
                                driver.parent.experiment_id, driver.parent.uri, time.time() - started,
