@@ -7,6 +7,8 @@ import io
 import logging
 from types import SimpleNamespace
 
+import pytest
+
 from raylm.console import LogRouter, quiet_console
 from raylm.tune.progress import TrialProgress, TrialView, clock
 
@@ -41,11 +43,23 @@ def test_router_shows_tracking_notices_killed_workers_and_asked_for_markers(tmp_
 
 
 def _console_handler() -> tuple[logging.Handler, io.StringIO]:
-    """A console handler on Ray's logger, as Ray's own (which holds the stderr of its import time)."""
+    """A console handler on Ray's logger, as Ray's own (which holds the stderr of its import time); the logger
+    at WARNING, as raylm starts Ray (a test session's Ray may have set it to ERROR)."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     logging.getLogger("ray").addHandler(handler)
     return handler, stream
+
+
+@pytest.fixture(autouse=True)
+def _ray_logger_at_warning():
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.tune")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    yield
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
 
 
 def test_quiet_console_sends_ray_warnings_to_the_file_and_lets_errors_through(tmp_path):
