@@ -14,7 +14,7 @@ from raylm.scaling.laws import BESIROGLU_2024, tokens_for_budget
 from raylm.scaling.predict.pointfit import FitOptions
 from raylm.scaling.predict.recommend import IntervalOptions, recommend
 
-STUDIES = 60
+STUDIES = 50
 LEVEL = 0.9
 # A cheap but sufficient Approach 3 search for 15 points: 32 starts (on 20 random studies they reached the
 # optimum of the 243-start coarse grid every time); the study's defaults are the coarse grid and 3 warm starts.
