@@ -134,10 +134,15 @@ def is_quiet() -> bool:
     return _ACTIVE is not None
 
 
-def attach_logs(directory: Path) -> Path | None:
-    """Send the quiet console's log to ``directory/ray.log`` from now on (earlier lines included); its path,
-    or None when the console is not quiet."""
-    return _ACTIVE.attach(Path(directory)) if _ACTIVE is not None else None
+def attach_logs(directory: Path, log=None) -> Path | None:
+    """Send the quiet console's log to ``directory/ray.log`` from now on (earlier lines included) and say so
+    once through ``log``; its path, or None when the console is not quiet."""
+    if _ACTIVE is None:
+        return None
+    path = _ACTIVE.attach(Path(directory))
+    if log is not None:
+        log(f"Ray, Tune, Train, DeepSpeed and worker output: {path} (--verbose shows it here)")
+    return path
 
 
 def route_ray_output() -> None:

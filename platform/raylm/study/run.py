@@ -145,9 +145,7 @@ def _driver(study: Study, session: DriverSession, grid: list[StudyPoint], log) -
     directory = Path(study.config.output_dir).resolve() / f"{study.config.name}-{study_key}"
     directory.mkdir(parents=True, exist_ok=True)
     save_study(study, directory)  # what raylm study show reads back
-    logs = attach_logs(directory / "logs")
-    if logs is not None:
-        log(f"Ray, Tune, Train, DeepSpeed and worker output: {logs} (--verbose shows it here)")
+    attach_logs(directory / "logs", log)
     parent = _parent(session, study, study_key, directory, log)
     context = session.trial_context(study.base, parent.run_id, str(directory / "points"), "study-point")
     return StudyDriver(study, session, parent, context, manifest.key, directory, log)

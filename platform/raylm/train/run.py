@@ -60,9 +60,7 @@ def run_training(cfg: RunConfig, address: str | None = None, parent_run_id: str 
     dataset = prepare_data(cfg, plan)
     run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not storage.is_uri(cfg.output_dir):
-        logs = attach_logs(Path(storage.absolute(cfg.output_dir)) / run_name / "logs")
-        if logs is not None:
-            print(f"Ray, Train, DeepSpeed and worker output: {logs} (--verbose shows it here)", flush=True)
+        attach_logs(Path(storage.absolute(cfg.output_dir)) / run_name / "logs", print)
     writer = start_writer()
     try:
         tracker = RemoteRun.start(writer, cfg.tracking, run_name, parent_run_id=parent_run_id,

@@ -135,6 +135,11 @@ def _check_type(key: str, value: Any, base: dict) -> None:
         raise ConfigError(f"search.{key}: the value {value!r} does not fit the run config: {detail}") from None
 
 
+def enumerated(spec: dict, algorithm: str) -> bool:
+    """Whether Tune enumerates every value of the key (a grid, or a choice under the grid search)."""
+    return spec["kind"] == "grid" or (spec["kind"] == "choice" and algorithm == "grid")
+
+
 def tune_space(specs: dict[str, dict], algorithm: str) -> dict[str, Any]:
     """The Tune ``param_space``: one flat entry per dotted key (and one ``<key>#u`` per conditional key)."""
     from ray import tune
@@ -151,7 +156,7 @@ def tune_space(specs: dict[str, dict], algorithm: str) -> dict[str, Any]:
         if spec["given"]:
             space[key + U_SUFFIX] = tune.uniform(0.0, 1.0)
             space[key] = tune.sample_from(_conditional(key, spec))
-        elif kind == "grid" or (kind == "choice" and algorithm == "grid"):
+        elif enumerated(spec, algorithm):
             space[key] = tune.grid_search(values)
         elif kind == "choice":
             space[key] = tune.choice(values)

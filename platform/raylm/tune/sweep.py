@@ -50,9 +50,7 @@ def run_sweep(sweep: Sweep | None, address: str | None = None, resume_dir: str |
         parent = _parent_run(session.writer, sweep, directory, state, log)
         log(f"sweep {directory.name}: {len(sweep.specs)} keys searched, {session.describe_trials()}; results in "
             f"{directory}")
-        logs = attach_logs(directory / "logs")
-        if logs is not None:
-            log(f"Ray, Tune, Train, DeepSpeed and worker output: {logs} (--verbose shows it here)")
+        attach_logs(directory / "logs", log)
         context = session.trial_context(sweep.base, parent.run_id, str(directory / "trials"), "trial")
         grid = _fit(sweep, directory, context, parent, session.parallel_trials, resume=resume_dir is not None)
         rows = ranked(_rows(grid, sweep, session.writer, parent), sweep.config.mode)
@@ -145,9 +143,11 @@ def _fit(sweep: Sweep, directory: Path, context: TrialContext, parent, parallel_
 
 def expected_trials(sweep: Sweep) -> int:
     """num_samples per combination of the grid keys (Tune's count of trials)."""
+    from raylm.tune.space import enumerated
+
     count = sweep.config.num_samples
     for spec in sweep.specs.values():
-        if spec["kind"] == "grid" or (spec["kind"] == "choice" and sweep.config.search_alg.name == "grid"):
+        if enumerated(spec, sweep.config.search_alg.name):
             count *= len(spec["values"])
     return count
 
