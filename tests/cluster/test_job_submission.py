@@ -190,6 +190,9 @@ def test_scaling_study_job_trains_the_grid_and_fits(ray_head, workdir, outputs):
 
 def test_stopping_a_study_job_ends_its_runs_killed(ray_head, workdir, outputs):
     path = study_file(outputs, "job-stopped", verify={"enabled": False})
+    study = yaml.safe_load(path.read_text())
+    study["base"]["faults"] = {"step_delay_s": 0.5}  # points of 10+ s: the stop lands inside the grid
+    path.write_text(yaml.safe_dump(study))
     job_id, _ = submit(ray_head, workdir, "python", "jobs/scaling_study.py", "--config",
                        in_workdir(workdir, path, "job_stopped.yaml"), wait=False)
     deadline = time.monotonic() + 300
