@@ -131,6 +131,10 @@ class ParallelConfig(Section):
     zero_stage: int = Field(0, description="DeepSpeed ZeRO stage, 0-3.")
     pp: int = Field(1, ge=1, description="Pipeline-parallel stages.")
     ep: int = Field(1, ge=1, description="Expert-parallel group size.")
+    tp: int = Field(1, ge=1, description="Tensor-parallel group size (Megatron-style: attention heads and MLP "
+                    "columns split over the group; raylm.parallel.tensor).")
+    sp: int = Field(1, ge=1, description="Sequence-parallel group size (DeepSpeed-Ulysses: each rank holds a slice "
+                    "of every sequence; raylm.parallel.sequence).")
     offload_optimizer: bool = Field(False, description="ZeRO optimizer-state offload to CPU.")
     activation_checkpointing: bool = False
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="'auto': bf16 on GPU, fp32 on CPU.")

@@ -57,20 +57,28 @@ class Attention(nn.Module):
         past = cache.length if cache is not None and not self.cross else 0
         q = self._heads(self.q_proj(x), self.n_heads)
         k, v = self._keys_values(x if context is None else context, cache)
-        q_pos = torch.arange(past, past + q_len, device=x.device)
-        k_pos = torch.arange(k.shape[2], device=x.device)
+        out = self.attend(q, k, v, past, key_mask, keys_rotated=cache is not None)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, q_len, -1))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int = 0,
+               key_mask: torch.Tensor | None = None, keys_rotated: bool = False) -> torch.Tensor:
+        """Scaled dot-product attention of ``q`` (``batch, heads, q_len, head_dim``; positions from
+        ``past``) over ``k``, ``v`` (``batch, kv_heads, keys, head_dim``; positions from 0), with the
+        module's position encoding and masks; returns ``(batch, heads, q_len, head_dim)``."""
+        q_len = q.shape[2]
+        q_pos = torch.arange(past, past + q_len, device=q.device)
+        k_pos = torch.arange(k.shape[2], device=q.device)
         if self.rope_theta is not None:
             q = apply_rope(q, *rope_angles(q_pos, self.head_dim, self.rope_theta))
-            k = k if cache is not None else apply_rope(k, *rope_angles(k_pos, self.head_dim, self.rope_theta))
+            k = k if keys_rotated else apply_rope(k, *rope_angles(k_pos, self.head_dim, self.rope_theta))
         repeat = self.n_heads // self.n_kv_heads
         if repeat > 1:
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
-        mask = self._mask(q_pos, k_pos, key_mask, x.dtype)
-        out = F.scaled_dot_product_attention(
+        mask = self._mask(q_pos, k_pos, key_mask, q.dtype)
+        return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
             is_causal=self.causal and mask is None and q_len > 1,
         )
-        return self.o_proj(out.transpose(1, 2).reshape(batch, q_len, -1))
 
     def _heads(self, t: torch.Tensor, n: int) -> torch.Tensor:
         return t.view(t.shape[0], t.shape[1], n, self.head_dim).transpose(1, 2)

@@ -3,7 +3,10 @@
 1. the distributed backend (gloo on CPU, NCCL on GPU) is initialised through DeepSpeed,
    which also adopts a process group Ray Train already created;
 2. the model is built: a pipeline stage (``pp > 1``), or the whole model with its experts
-   sharded over the expert-parallel group (``ep > 1``);
+   sharded over the expert-parallel group (``ep > 1``), its layers split over the tensor group
+   (``tp > 1``, :mod:`raylm.parallel.tensor`) and its attention made to work on sequence slices
+   (``sp > 1``, :mod:`raylm.parallel.sequence`); the groups (:mod:`raylm.parallel.groups`) become
+   DeepSpeed's ``mpu``, so that gradients are averaged over the ranks holding the same weights;
 3. activation checkpointing, if asked for, wraps each transformer block;
 4. expert parameters are marked for DeepSpeed's expert-data-parallel gradient reduction;
 5. ``deepspeed.initialize`` takes the model, our torch optimizer and LR schedule, and the
@@ -47,7 +50,7 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
 
 
 def build_engine(cfg: RunConfig, plan: ParallelPlan, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler) -> deepspeed.DeepSpeedEngine:  # noqa: F821
+                 scheduler, mpu=None) -> deepspeed.DeepSpeedEngine:  # noqa: F821
     import deepspeed
 
     from raylm.parallel.experts import fix_expert_grad_clipping, prepare_expert_parallel
@@ -58,7 +61,7 @@ def build_engine(cfg: RunConfig, plan: ParallelPlan, model: nn.Module, optimizer
     if cfg.parallel.activation_checkpointing and plan.pp == 1:  # the pipeline module checkpoints its own blocks
         apply_activation_checkpointing(model)
     prepare_expert_parallel(model, optimizer, plan)  # marks experts, splits param groups (ep > 1 only)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, mpu=mpu,
                                            config=deepspeed_config(cfg, plan))
     fix_expert_grad_clipping(engine, plan)  # ZeRO 0 fp32 with ep > 1: clip by the exact global norm
     if plan.world_size == 1 and plan.zero_stage == 0:
@@ -75,7 +78,7 @@ def make_training_engine(cfg: RunConfig, plan: ParallelPlan, make_optimizer, mak
     optimizer ``make_optimizer(model)`` and schedule ``make_scheduler(optimizer)`` (the training room's,
     :func:`raylm.train.optimizers.optimizer_factories`), inside a DeepSpeed engine. Call after
     :func:`init_distributed` and after seeding torch with ``train.seed`` (every rank builds identical
-    initial weights)."""
+    initial weights). The tensor and sequence groups, if any, are the engine's ``mpu``."""
     from raylm.model import build_model
     from raylm.parallel.experts import expert_parallel_group, reinit_dense, reinit_experts
     from raylm.parallel.pipeline import build_pipeline_module
@@ -87,4 +90,24 @@ def make_training_engine(cfg: RunConfig, plan: ParallelPlan, make_optimizer, mak
         if cfg.model.moe.n_experts:  # the same initial weights whatever ep is: drawn per global expert id
             reinit_experts(model, cfg.train.seed)
             reinit_dense(model, cfg.train.seed)
-    return build_engine(cfg, plan, model, make_optimizer(model), make_scheduler)
+    groups = split_model(cfg, plan, model)
+    return build_engine(cfg, plan, model, make_optimizer(model), make_scheduler, mpu=groups)
+
+
+def split_model(cfg: RunConfig, plan: ParallelPlan, model: nn.Module):
+    """Split ``model`` in place over its tensor and sequence groups; the groups (DeepSpeed's ``mpu``),
+    or None when the plan has neither. Every rank must call it (it creates the groups)."""
+    if not plan.model_parallel:
+        return None
+    import torch.distributed as dist
+
+    from raylm.parallel.groups import ModelParallelGroups
+    from raylm.parallel.sequence import shard_sequence_parallel
+    from raylm.parallel.tensor import shard_tensor_parallel
+
+    groups = ModelParallelGroups(dist.get_rank(), plan.world_size, plan.tp, plan.sp)
+    if plan.tp > 1:
+        shard_tensor_parallel(model, groups.group("tensor"), groups.coords.tp_rank, plan.tp)
+    if plan.sp > 1:
+        shard_sequence_parallel(model, groups.group("sequence"), groups.coords.sp_rank, plan.sp, plan.seq_len)
+    return groups

@@ -22,7 +22,7 @@ class PlanError(UserError):
 @dataclass(frozen=True)
 class ParallelPlan:
     world_size: int
-    dp: int              # data-parallel replicas (world_size / pp)
+    dp: int              # data-parallel replicas (world_size / (pp * tp * sp))
     pp: int              # pipeline stages
     ep: int              # expert-parallel group size (inside the data-parallel group)
     zero_stage: int
@@ -31,6 +31,13 @@ class ParallelPlan:
     global_batch: int    # sequences per optimizer step, all ranks
     seq_len: int
     precision: str       # fp32 | bf16 | fp16
+    tp: int = 1          # tensor-parallel group size (raylm.parallel.tensor)
+    sp: int = 1          # sequence-parallel group size (raylm.parallel.sequence)
+
+    @property
+    def model_parallel(self) -> bool:
+        """Whether ranks hold parts of the model or of its sequences (tp or sp above 1)."""
+        return self.tp > 1 or self.sp > 1
 
     @property
     def tokens_per_step(self) -> int:
@@ -48,11 +55,15 @@ def plan_problems(cfg: RunConfig, world_size: int) -> list[str]:
     """Every reason the plan cannot run, each with a fix; empty when it can."""
     par, train, model = cfg.parallel, cfg.train, cfg.model
     problems: list[str] = []
-    if world_size % par.pp:
-        problems.append(f"pp({par.pp}) does not divide the number of workers ({world_size}): pp * dp must equal "
-                        f"num_workers; use num_workers={par.pp * max(1, world_size // par.pp)} or a pp dividing "
-                        f"{world_size}")
-    dp = max(1, world_size // par.pp)
+    split = par.pp * par.tp * par.sp
+    if world_size % split:
+        axes = " * ".join(f"{name}({size})" for name, size in (("tp", par.tp), ("sp", par.sp), ("pp", par.pp))
+                          if size > 1)
+        axes = axes if split == par.pp else f"{axes} = {split}"
+        problems.append(f"{axes} does not divide the number of workers ({world_size}): tp * sp * pp * dp "
+                        f"must equal num_workers; use num_workers={split * max(1, world_size // split)} or sizes "
+                        f"whose product divides {world_size}")
+    dp = max(1, world_size // split)
     per_step = train.micro_batch_size * dp
     if train.global_batch_size % per_step:
         fixed = -(-train.global_batch_size // per_step) * per_step
@@ -75,6 +86,7 @@ def plan_problems(cfg: RunConfig, world_size: int) -> list[str]:
     if par.pp > 1 and model.moe.n_experts:
         problems.append("pipeline parallelism with MoE layers is not supported; set parallel.pp=1 or "
                         "model.moe.n_experts=0")
+    problems += tensor_sequence_problems(cfg)
     problems += _moe_problems(cfg, dp)
     problems += _swa_problems(cfg)
     if par.offload_optimizer and par.zero_stage == 0:
@@ -83,6 +95,61 @@ def plan_problems(cfg: RunConfig, world_size: int) -> list[str]:
     if precision in ("bf16", "fp16") and not par.use_gpu:
         problems.append(f"precision {precision} needs GPU workers (parallel.use_gpu: true); on CPU use "
                         f"parallel.precision: fp32 (or auto)")
+    return problems
+
+
+def tensor_sequence_problems(cfg: RunConfig) -> list[str]:
+    """What tensor (tp) and sequence (sp) parallelism need of the model and the rest of the plan."""
+    par, model, train = cfg.parallel, cfg.model, cfg.train
+    tp, sp = par.tp, par.sp
+    if tp == 1 and sp == 1:
+        return []
+    problems = []
+    if tp > 1:
+        for what, key, count in (("attention heads", "model.n_heads", model.n_heads),
+                                 ("key-value heads", "model.n_kv_heads", model.n_kv_heads),
+                                 ("the MLP's hidden units", "model.d_ff", model.d_ff)):
+            if count % tp:
+                fix = f"{key}={-(-count // tp) * tp}" if key == "model.d_ff" else f"a {key} that is a multiple of {tp}"
+                problems.append(f"tensor parallelism splits {what} ({count}) over tp={tp} ranks, but {tp} does not "
+                                f"divide {count}; use a tp dividing {count}, or {fix}")
+    if sp > 1:
+        if train.seq_len % sp:
+            problems.append(f"sequence parallelism gives each of sp={sp} ranks seq_len / sp tokens, but train.seq_len "
+                            f"({train.seq_len}) does not divide by {sp}; use train.seq_len="
+                            f"{-(-train.seq_len // sp) * sp} or an sp dividing {train.seq_len}")
+        for what, key, count in (("attention heads", "model.n_heads", model.n_heads),
+                                 ("key-value heads", "model.n_kv_heads", model.n_kv_heads)):
+            per_tp = count // tp if count % tp == 0 else None
+            if per_tp is not None and per_tp % sp:
+                problems.append(f"sequence parallelism gives each of sp={sp} ranks whole sequences for a share of the "
+                                f"{what}: {key} ({count}) / tp ({tp}) = {per_tp} does not divide by {sp}; use an "
+                                f"sp dividing {per_tp}")
+        if model.arch == "bert" and model.nsp_head:
+            problems.append("BERT's next-sentence head reads the first token, which only one rank of a sequence "
+                            "group holds; set model.nsp_head=false or parallel.sp=1")
+    axes = " and ".join(f"{name}={size}" for name, size in (("tp", tp), ("sp", sp)) if size > 1)
+    if model.arch == "t5":
+        problems.append(f"{axes}: tensor and sequence parallelism support gpt and bert; train t5 with parallel.tp=1 "
+                        f"and parallel.sp=1 (ZeRO and data parallelism work with t5)")
+    if par.pp > 1:
+        problems.append(f"{axes} with pipeline parallelism (pp={par.pp}) is not supported: the pipeline's stages "
+                        f"are built without tensor or sequence groups; use parallel.pp=1, or parallel.tp=1 and "
+                        f"parallel.sp=1")
+    if model.moe.n_experts:
+        problems.append(f"{axes} with MoE layers is not supported (experts are sharded over the data-parallel "
+                        f"group by expert parallelism instead); set model.moe.n_experts=0, or parallel.tp=1 and "
+                        f"parallel.sp=1")
+    if par.zero_stage == 3:
+        problems.append(f"{axes} with ZeRO stage 3 is not supported (ZeRO-3 partitions the parameters that tensor "
+                        f"parallelism splits, and its gathers do not know the tensor group); use "
+                        f"parallel.zero_stage 0, 1 or 2")
+    if train.compile:
+        problems.append(f"train.compile with {axes} is not supported (the layers' collectives run in autograd "
+                        f"functions Inductor does not trace here); set train.compile=false")
+    if tp > 1 and cfg.optim.swa:
+        problems.append(f"optim.swa averages the full parameters on every rank, but with tp={tp} each rank holds "
+                        f"a share of them; set parallel.tp=1 or optim.swa=false")
     return problems
 
 
@@ -134,9 +201,10 @@ def make_plan(cfg: RunConfig, world_size: int | None = None) -> ParallelPlan:
     problems = plan_problems(cfg, world_size)
     if problems:
         raise PlanError(f"impossible parallel plan for {world_size} workers:\n  - " + "\n  - ".join(problems))
-    dp = world_size // cfg.parallel.pp
+    par = cfg.parallel
+    dp = world_size // (par.pp * par.tp * par.sp)
     return ParallelPlan(
-        world_size=world_size, dp=dp, pp=cfg.parallel.pp, ep=cfg.parallel.ep, zero_stage=cfg.parallel.zero_stage,
+        world_size=world_size, dp=dp, pp=par.pp, ep=par.ep, zero_stage=par.zero_stage, tp=par.tp, sp=par.sp,
         micro_batch=cfg.train.micro_batch_size,
         grad_accum=cfg.train.global_batch_size // (cfg.train.micro_batch_size * dp),
         global_batch=cfg.train.global_batch_size, seq_len=cfg.train.seq_len, precision=resolve_precision(cfg),

@@ -2,8 +2,9 @@
 
 Under ZeRO-3 the parameters are partitioned, so all ranks first gather them; under pipeline
 parallelism each stage holds its own layers, gathered by
-:func:`raylm.parallel.pipeline.pipeline_state_dict`. The model is written to a temporary
-directory and renamed into place: a crash leaves no half-written model. When ``output_dir`` is a
+:func:`raylm.parallel.pipeline.pipeline_state_dict`; under tensor parallelism each rank holds a
+share of every split layer, gathered by :func:`raylm.parallel.tensor.tensor_parallel_state_dict`.
+The model is written to a temporary directory and renamed into place: a crash leaves no half-written model. When ``output_dir`` is a
 URI (``s3://...``, :mod:`raylm.storage`) the model is written locally and uploaded with its
 ``model_config.yaml`` last (what marks a model directory). With ``optim.swa`` the
 weight average (:mod:`raylm.train.swa`) is what is written: the plan allows it only where each
@@ -23,6 +24,7 @@ from raylm import storage
 from raylm.config import RunConfig
 from raylm.parallel.experts import full_state_dict
 from raylm.parallel.plan import ParallelPlan
+from raylm.parallel.tensor import tensor_parallel_state_dict
 
 
 def export_final_model(engine, cfg: RunConfig, plan: ParallelPlan, rank: int, runtime: dict,
@@ -47,8 +49,14 @@ def _export(engine, cfg: RunConfig, plan: ParallelPlan, rank: int, runtime: dict
 
         gather = deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None)
     with gather:
-        # with ep > 1 each rank holds only its experts: every rank joins in gathering them all
-        state = full_state_dict(engine.module) if plan.ep > 1 else engine.module.state_dict()
+        # with ep > 1 each rank holds only its experts, with tp > 1 its share of each split layer: every rank
+        # joins in gathering them
+        if plan.ep > 1:
+            state = full_state_dict(engine.module)
+        elif plan.tp > 1:
+            state = tensor_parallel_state_dict(engine.module, engine.mpu.get_model_parallel_group(), plan.tp)
+        else:
+            state = engine.module.state_dict()
         if rank == 0:
             _write(_model_from(state, cfg), cfg, runtime)
     dist.barrier()

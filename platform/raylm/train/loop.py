@@ -24,8 +24,11 @@ from raylm.model.counting import matmul_flops_per_token
 from raylm.parallel.deepspeed_config import loop_clips_gradients
 from raylm.parallel.engine import init_distributed, make_training_engine
 from raylm.parallel.experts import global_grad_norm
+from raylm.parallel.groups import rank_coords
 from raylm.parallel.pipeline import pipeline_coords, pipeline_eval_loss, pipeline_train_step
 from raylm.parallel.plan import make_plan
+from raylm.parallel.sequence import sequence_slice
+from raylm.parallel.tensor import clip_tensor_parallel
 from raylm.tracking.system_metrics import node_sampler
 from raylm.tracking.writer import RemoteRun
 from raylm.train import checkpoints
@@ -70,7 +73,9 @@ class WorkerRun:
         init_distributed(cfg.parallel.use_gpu)
         self.phases.mark("process_group")
         self.plan = make_plan(cfg, world_size)
-        self.dp_rank = pipeline_coords(rank, self.plan)[1]  # stages of one replica read the same data
+        # the stages of one pipeline replica, and the tensor and sequence ranks of one replica, read the same data
+        self.coords = rank_coords(rank, self.plan.tp, self.plan.sp)
+        self.dp_rank = pipeline_coords(rank, self.plan)[1] if self.plan.pp > 1 else self.coords.dp_rank
         self.engine = make_training_engine(cfg, self.plan, *optimizer_factories(cfg))
         self.device = self.engine.device
         self.phases.mark("engine")
@@ -171,6 +176,8 @@ class WorkerRun:
     def _micro_inputs(self, loader: TokenLoader, seed: int, index: int, micro: int) -> dict[str, torch.Tensor]:
         generator = objective_generator(seed, index, micro, self.dp_rank)
         inputs = model_inputs(self.cfg.model.arch, next(loader), self.specials, self.cfg.model.vocab_size, generator)
+        if self.plan.sp > 1:  # every rank of a sequence group masks the same sequences, then keeps its slice
+            inputs = sequence_slice(inputs, self.coords.sp_rank, self.plan.sp)
         return {k: v.to(self.device) for k, v in inputs.items()}
 
     def _train_step(self) -> tuple[dict[str, float], list]:
@@ -204,7 +211,11 @@ class WorkerRun:
         if self.plan.zero_stage != 0:
             return
         grad_clip = self.cfg.train.grad_clip
-        if self.clips and grad_clip > 0:
+        if self.plan.tp > 1:  # each rank holds a share of the gradient: its norm needs the tensor group
+            if self.clips and grad_clip > 0 or logs:
+                self.grad_norm = clip_tensor_parallel(self.engine.module.parameters(), self.engine.mpu,
+                                                      grad_clip if self.clips else 0.0)
+        elif self.clips and grad_clip > 0:
             self.grad_norm = float(torch.nn.utils.clip_grad_norm_(self.engine.module.parameters(), grad_clip))
         elif logs:
             self.grad_norm = float(global_grad_norm(self.engine.module.parameters()))
