@@ -21,6 +21,12 @@ TINY = {
 }
 
 
+def data_parallel_size(cfg: RunConfig) -> int:
+    """Replicas that read different data: the workers over the pipeline, tensor and sequence groups."""
+    par = cfg.parallel
+    return par.num_workers // (par.pp * par.tp * par.sp)
+
+
 def tiny_config(tmp: Path, **sections) -> RunConfig:
     data = {key: dict(value) for key, value in TINY.items()}
     for section, values in sections.items():
@@ -62,7 +68,7 @@ def reference_training(cfg: RunConfig, dataset_dir: str, steps: int) -> Referenc
     model = build_model(cfg.model)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
-    dp = cfg.parallel.num_workers // cfg.parallel.pp
+    dp = data_parallel_size(cfg)
     micro = cfg.train.micro_batch_size
     accum = cfg.train.global_batch_size // (micro * dp)
     loaders = [TokenLoader(dataset_dir, "train", batch_size=micro, rank=r, world_size=dp, seed=cfg.data.seed)
@@ -90,7 +96,7 @@ def reference_training(cfg: RunConfig, dataset_dir: str, steps: int) -> Referenc
 def reference_val_loss(cfg: RunConfig, dataset_dir: str, model: torch.nn.Module) -> float:
     """The workers' validation loss of ``model`` (GPT): the first ``train.eval_batches`` validation
     micro-batches of every data-parallel rank, in order, averaged."""
-    dp = cfg.parallel.num_workers // cfg.parallel.pp
+    dp = data_parallel_size(cfg)
     model.eval()
     losses = []
     for rank in range(dp):

@@ -32,7 +32,9 @@ def deepspeed_config(cfg: RunConfig, plan: ParallelPlan) -> dict[str, Any]:
     if cfg.parallel.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": cfg.parallel.use_gpu}
     config: dict[str, Any] = {
-        "train_batch_size": plan.global_batch,
+        # DeepSpeed counts a micro-batch per rank of its data-parallel group, which holds the sp ranks of each
+        # replica too (raylm.parallel.groups): they share sequences, so its batch is sp times the real one
+        "train_batch_size": plan.global_batch * plan.sp,
         "train_micro_batch_size_per_gpu": plan.micro_batch,
         "gradient_accumulation_steps": plan.grad_accum,
         "gradient_clipping": 0.0 if loop_clips_gradients(plan) else cfg.train.grad_clip,
