@@ -4,11 +4,11 @@ Under ZeRO-3 the parameters are partitioned, so all ranks first gather them; und
 parallelism each stage holds its own layers, gathered by
 :func:`raylm.parallel.pipeline.pipeline_state_dict`; under tensor parallelism each rank holds a
 share of every split layer, gathered by :func:`raylm.parallel.tensor.tensor_parallel_state_dict`.
-The model is written to a temporary directory and renamed into place: a crash leaves no
-half-written model. When ``output_dir`` is a URI (``s3://...``, :mod:`raylm.storage`) the model is written locally and uploaded with its
-``model_config.yaml`` last (what marks a model directory). With ``optim.swa`` the
-weight average (:mod:`raylm.train.swa`) is what is written: the plan allows it only where each
-rank holds every parameter (no ZeRO-3, pipeline, expert or tensor parallelism).
+The model is written to a temporary directory and renamed into place: a crash leaves no half-written
+model. When ``output_dir`` is a URI (``s3://...``, :mod:`raylm.storage`) the model is written
+locally and uploaded with its ``model_config.yaml`` last (what marks a model directory). With
+``optim.swa`` the weight average (:mod:`raylm.train.swa`) is what is written: the plan allows it
+only where each rank holds every parameter (no ZeRO-3, pipeline, expert or tensor parallelism).
 """
 
 from __future__ import annotations
