@@ -167,3 +167,31 @@ def test_tensor_parallel_refuses_moe_t5_and_swa():
         data[section][key] = value
         with pytest.raises(PlanError, match=words):
             make_plan(RunConfig.from_dict(data), 4)
+
+
+def test_the_split_parameter_count_is_what_tensor_parallelism_splits():
+    from raylm.model.counting import tensor_parallel_split_params
+
+    for cfg in (model_config("gpt", "rope"), model_config("bert", "learned")):
+        model = build_model(cfg)
+        split_names = ("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight", "q_proj.bias",
+                       "k_proj.bias", "v_proj.bias", "w_in.weight", "w_in.bias", "w_gate.weight", "w_gate.bias",
+                       "w_out.weight")
+        expected = sum(p.numel() for name, p in model.named_parameters() if name.endswith(split_names))
+        assert tensor_parallel_split_params(cfg) == expected
+
+
+def test_per_rank_memory_divides_over_the_tensor_and_sequence_groups():
+    from raylm.parallel.memory import activation_bytes
+    from raylm.parallel.rank_memory import rank_memory
+
+    one = activation_bytes(128, 4, 256, 8, 4, 1000, "fp32")
+    assert activation_bytes(128, 4, 256, 8, 4, 1000, "fp32", sp=2) == pytest.approx(one / 2)
+    assert one / 2 < activation_bytes(128, 4, 256, 8, 4, 1000, "fp32", tp=2) < one  # norms, dropout: replicated
+    assert activation_bytes(128, 4, 256, 8, 4, 1000, "fp32", checkpointing=True) < one / 2
+    base = run_config().model_dump()
+    plain = rank_memory(RunConfig.from_dict(base), make_plan(RunConfig.from_dict(base), 4))
+    tensor = run_config(tp=2)
+    split = rank_memory(tensor, make_plan(tensor, 4))
+    assert split.params_per_rank < plain.params_per_rank
+    assert split.states.params_bytes == pytest.approx(4 * split.params_per_rank)  # fp32, ZeRO-0

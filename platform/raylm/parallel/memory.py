@@ -26,6 +26,15 @@ with the buffers below the estimate is 20, 18, 18 and 20 (0.98x, 0.98x, 0.98x, 0
 * ZeRO-3: the same master copy and temporary, the reduce bucket, and the parameters gathered
   for the forward and backward passes, up to ``stage3_max_live_parameters`` of them.
 
+Tensor parallelism (``tp``) divides the split layers' parameters over its group (the rest is
+replicated: :func:`raylm.model.counting.tensor_parallel_split_params`), and ZeRO then partitions over
+the ranks holding the same tensor shard (``dp * sp``); sequence parallelism (``sp``) splits no
+parameter. Activations (:func:`activation_bytes`) follow Korthikanti et al. (2022), "Reducing
+Activation Recomputation in Large Transformer Models", section 4.1: ``s b h (34 + 5 a s / h)``
+bytes per layer with 2-byte activations, ``s b h (10 + 24 / t + 5 a s / (h t))`` with tensor
+parallelism of size ``t``. Ulysses sequence parallelism holds ``s / sp`` tokens per rank and the
+attention scores of ``a / sp`` heads over whole sequences, so every term is divided by ``sp``.
+
 The gradient buffers count as gradients, the master copy and temporaries as optimizer state,
 the gathered parameters as parameters. The buffers were measured for fp32 on CPU; mixed
 precision uses the same terms with 2-byte gradients and parameters (not measured here).
@@ -131,3 +140,22 @@ def zero_memory(params: int, dp: int, pp: int, zero_stage: int, precision: str, 
     return MemoryEstimate(states.params_bytes + added["params"], states.grads_bytes + added["grads"],
                           states.optimizer_bytes + added["optimizer"], states.offloaded_bytes + added["offloaded"],
                           buffers)
+
+
+def tensor_parallel_params(params: int, split: int, tp: int) -> float:
+    """Parameters per rank: the ``split`` ones divided over the tensor group, the rest replicated."""
+    return params - split + split / tp
+
+
+def activation_bytes(seq_len: int, micro_batch: int, d_model: int, n_heads: int, n_layers: int, vocab_size: int,
+                     precision: str, tp: int = 1, sp: int = 1, checkpointing: bool = False) -> float:
+    """Bytes of activations one rank keeps for the backward pass of one micro-batch (module docstring):
+    the layers' (Korthikanti et al. 2022, eq. 1 and 2, scaled from 2-byte to 4-byte activations in fp32)
+    plus the logits and their fp32 softmax for the loss. With activation checkpointing each layer keeps
+    only its input and one layer's activations are recomputed at a time."""
+    s, b, h, a = seq_len, micro_batch, d_model, n_heads
+    scale = 1.0 if precision in ("bf16", "fp16") else 2.0
+    per_layer = scale * s * b * h * (10 + 24 / tp + 5 * a * s / (h * tp)) / sp
+    layers = (n_layers * scale * 2 * s * b * h / sp + per_layer) if checkpointing else n_layers * per_layer
+    logits = 2 * 4 * s * b * vocab_size / sp  # the head's output and the loss's fp32 softmax
+    return layers + logits

@@ -57,9 +57,8 @@ def plan_problems(cfg: RunConfig, world_size: int) -> list[str]:
     problems: list[str] = []
     split = par.pp * par.tp * par.sp
     if world_size % split:
-        axes = " * ".join(f"{name}({size})" for name, size in (("tp", par.tp), ("sp", par.sp), ("pp", par.pp))
-                          if size > 1)
-        axes = axes if split == par.pp else f"{axes} = {split}"
+        sizes = [f"{name}({size})" for name, size in (("tp", par.tp), ("sp", par.sp), ("pp", par.pp)) if size > 1]
+        axes = sizes[0] if len(sizes) == 1 else f"{' * '.join(sizes)} = {split}"
         problems.append(f"{axes} does not divide the number of workers ({world_size}): tp * sp * pp * dp "
                         f"must equal num_workers; use num_workers={split * max(1, world_size // split)} or sizes "
                         f"whose product divides {world_size}")
