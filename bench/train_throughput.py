@@ -1,6 +1,6 @@
 """Training throughput of the parallel layouts on this machine, as JSON.
 
-    python bench/train_throughput.py [--steps 30] [--layouts zero0,zero2,zero3,pp2]
+    python bench/train_throughput.py [--steps 30] [--layouts zero0,zero2,zero3,pp2,tp2,sp2]
 
 Each layout trains the same small GPT with 2 Ray workers on the embedded corpus; tokens/s,
 step time and MFU are the medians of the logged steps after the first few (start-up and
@@ -26,6 +26,8 @@ LAYOUTS = {
     "zero2": {"parallel": {"zero_stage": 2}},
     "zero3": {"parallel": {"zero_stage": 3}},
     "pp2": {"parallel": {"zero_stage": 1, "pp": 2}},
+    "tp2": {"parallel": {"tp": 2}},  # tensor parallel: heads and MLP columns split, one replica
+    "sp2": {"parallel": {"sp": 2}},  # sequence parallel (Ulysses): 64 of the 128 tokens per rank, one replica
 }
 
 
@@ -59,7 +61,7 @@ def median_metric(result, name: str, skip: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--layouts", default="zero0,zero2,zero3,pp2")
+    parser.add_argument("--layouts", default="zero0,zero2,zero3,pp2,tp2,sp2")
     args = parser.parse_args()
     started = time.perf_counter()
     from raylm.train.run import run_training

@@ -1,8 +1,10 @@
-"""Peak memory per rank under ZeRO stages 0-3 on 2 Ray workers, against what ``raylm plan`` estimates.
+"""Peak memory per rank under ZeRO stages 0-3, tensor and sequence parallelism on 2 Ray workers,
+against what ``raylm plan`` estimates.
 
-    python bench/zero_memory.py [--stages 0,1,2,3] [--steps 3]
+    python bench/zero_memory.py [--layouts zero0,zero1,zero2,zero3,tp2,sp2] [--steps 3]
 
-For each stage a ``TorchTrainer`` with 2 workers (1 CPU each, gloo) builds raylm's DeepSpeed
+For each layout (``tp2``: tensor parallel over both workers, ZeRO-0; ``sp2``: sequence parallel,
+ZeRO-0) a ``TorchTrainer`` with 2 workers (1 CPU each, gloo) builds raylm's DeepSpeed
 engine (:func:`raylm.parallel.engine.make_training_engine`, fp32, AdamW, clipping) for a GPT
 large enough that model states dominate everything else a rank allocates (d_model 512,
 8 layers, vocab 8192: 29M parameters, 470 MB of fp32 Adam states unpartitioned) and trains
@@ -19,12 +21,13 @@ large enough that model states dominate everything else a rank allocates (d_mode
 * ``live``: the bytes of the distinct tensor storages alive after the last step (every
   parameter, gradient and tensor Python can reach), the steady state without temporaries.
 
-``raylm plan``'s estimate (:func:`raylm.parallel.memory.zero_memory`) is compared with the larger
-rank's ``peak``; the goal is within 25%. The ZeRO paper's model states alone (parameters,
-gradients, optimizer state, Figure 1; ``zero_model_states``) are in the details beside it: they
-miss DeepSpeed's buffers (``raylm.parallel.memory``), which is why the plan adds them. ``live``
-counts buffers allocated but never written too (DeepSpeed's reduce bucket is 200 MB of
-``torch.empty``), which the resident set does not.
+``raylm plan``'s estimate (:func:`raylm.parallel.rank_memory.rank_memory`: model states on the
+rank's share of the parameters, plus activations) is compared with the larger rank's ``peak``; the
+goal is within 25%. The ZeRO paper's model states alone (parameters, gradients, optimizer state,
+Figure 1; ``zero_model_states``) are in the details beside it: they miss DeepSpeed's buffers
+(``raylm.parallel.memory``), which is why the plan adds them. ``live`` counts buffers allocated but
+never written too (DeepSpeed's reduce bucket is 200 MB of ``torch.empty``), which the resident set
+does not.
 """
 
 from __future__ import annotations
@@ -43,10 +46,14 @@ TOLERANCE = 0.25
 MODEL = {"arch": "gpt", "vocab_size": 8192, "max_seq_len": 64, "d_model": 512, "n_layers": 8, "n_heads": 8}
 
 
-def run_dict(stage: int, steps: int) -> dict:
+LAYOUTS = {"zero0": {"zero_stage": 0}, "zero1": {"zero_stage": 1}, "zero2": {"zero_stage": 2},
+           "zero3": {"zero_stage": 3}, "tp2": {"zero_stage": 0, "tp": 2}, "sp2": {"zero_stage": 0, "sp": 2}}
+
+
+def run_dict(layout: str, steps: int) -> dict:
     return {
         "model": MODEL,
-        "parallel": {"num_workers": 2, "zero_stage": stage},
+        "parallel": {"num_workers": 2, **LAYOUTS[layout]},
         "optim": {"name": "adamw"},
         "train": {"max_steps": steps, "micro_batch_size": 1, "global_batch_size": 2, "seq_len": 32, "lr": 1e-3,
                   "warmup_steps": 1, "grad_clip": 1.0},
@@ -144,16 +151,16 @@ def memory_loop(config: dict) -> None:
     Path(config["out"], f"rank{rank}.json").write_text(json.dumps(result))
 
 
-def measure(stage: int, steps: int, workdir: Path) -> list[dict]:
+def measure(layout: str, steps: int, workdir: Path) -> list[dict]:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    out = workdir / f"zero{stage}"
+    out = workdir / layout
     out.mkdir(parents=True)
     trainer = TorchTrainer(
-        memory_loop, train_loop_config={"run": run_dict(stage, steps), "out": str(out)},
+        memory_loop, train_loop_config={"run": run_dict(layout, steps), "out": str(out)},
         scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
-        run_config=ray.train.RunConfig(name=f"zero{stage}", storage_path=str(workdir / "ray")),
+        run_config=ray.train.RunConfig(name=layout, storage_path=str(workdir / "ray")),
     )
     trainer.fit()
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
@@ -161,41 +168,42 @@ def measure(stage: int, steps: int, workdir: Path) -> list[dict]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stages", default="0,1,2,3")
+    parser.add_argument("--layouts", default=",".join(LAYOUTS))
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args()
     started = time.perf_counter()
 
     from raylm.config import RunConfig
-    from raylm.model.counting import count_params
-    from raylm.parallel.memory import optimizer_moments, zero_memory
     from raylm.parallel.plan import make_plan
+    from raylm.parallel.rank_memory import rank_memory
     from raylm.ray_session import connect_ray
 
     connect_ray()
     workdir = Path(tempfile.mkdtemp(prefix="raylm-bench-memory-"))
-    figures, details = [], {"model": MODEL, "micro_batch": 1, "seq_len": 32, "steps": args.steps, "stages": {}}
+    figures, details = [], {"model": MODEL, "micro_batch": 1, "seq_len": 32, "steps": args.steps, "layouts": {}}
     mib = 2**20
-    for stage in (int(s) for s in args.stages.split(",")):
-        log(f"ZeRO stage {stage}")
-        cfg = RunConfig.from_dict(run_dict(stage, args.steps))
+    for layout in args.layouts.split(","):
+        log(f"layout {layout}")
+        cfg = RunConfig.from_dict(run_dict(layout, args.steps))
         plan = make_plan(cfg, 2)
-        params = count_params(cfg.model).total
-        estimate = zero_memory(params, plan.dp, plan.pp, plan.zero_stage, plan.precision,
-                               optimizer_moments(cfg.optim.name, cfg.optim.momentum), cfg.parallel.offload_optimizer)
-        ranks = measure(stage, args.steps, workdir)
+        estimate = rank_memory(cfg, plan)
+        params = estimate.params_per_rank
+        ranks = measure(layout, args.steps, workdir)
         peak = max(r["peak_bytes"] for r in ranks)
-        figures.append(Figure(f"peak memory per rank, ZeRO-{stage}, 2 workers: raylm plan vs measured",
-                              estimate.peak_bytes / mib, peak / mib, "MiB", "measured peak RSS growth",
+        figures.append(Figure(f"peak memory per rank, {layout}, 2 workers: raylm plan vs measured",
+                              estimate.total_bytes / mib, peak / mib, "MiB", "measured peak RSS growth",
                               tolerance=TOLERANCE))
         live = max(r["live_bytes"] for r in ranks)
-        details["stages"][stage] = {
-            "parameters": params, "measured_peak_bytes": peak, "measured_peak_bytes_per_param": peak / params,
-            "estimate": {**vars(estimate), "peak_bytes": estimate.peak_bytes,
-                         "model_states_bytes": estimate.model_states_bytes},
-            "estimate_bytes_per_param": estimate.peak_bytes / params,
-            "estimate_over_measured_peak": estimate.peak_bytes / peak,
-            "paper_model_states_over_measured_peak": estimate.model_states_bytes / peak,
+        states = estimate.states
+        details["layouts"][layout] = {
+            "parallel": LAYOUTS[layout], "parameters_per_rank": params, "measured_peak_bytes": peak,
+            "measured_peak_bytes_per_param": peak / params,
+            "estimate": {**vars(states), "peak_bytes": states.peak_bytes,
+                         "model_states_bytes": states.model_states_bytes,
+                         "activations_bytes": estimate.activations_bytes, "total_bytes": estimate.total_bytes},
+            "estimate_bytes_per_param": estimate.total_bytes / params,
+            "estimate_over_measured_peak": estimate.total_bytes / peak,
+            "paper_model_states_over_measured_peak": states.model_states_bytes / peak,
             "live_tensor_bytes_after_step": live, "ranks": ranks,
         }
     emit("zero_memory", figures, details, started)

@@ -8,8 +8,13 @@ from dataclasses import dataclass
 
 from raylm.config import RunConfig
 from raylm.model.counting import count_params, tensor_parallel_split_params
-from raylm.parallel.memory import (MemoryEstimate, activation_bytes, optimizer_moments, tensor_parallel_params,
-                                   zero_memory)
+from raylm.parallel.memory import (
+    MemoryEstimate,
+    activation_bytes,
+    optimizer_moments,
+    tensor_parallel_params,
+    zero_memory,
+)
 from raylm.parallel.plan import ParallelPlan
 
 
