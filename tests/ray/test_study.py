@@ -178,7 +178,7 @@ def test_a_study_killed_mid_point_finishes_every_point_as_if_never_stopped(study
 def test_a_study_with_a_new_target_through_a_tracking_outage(study_run, tmp_path):
     """The same grid against a real `mlflow server`, with a new target: the grid's points come from the
     study's record (re-created in the server's empty store), the new target's verification run trains
-    while the server is stopped for 25 s, and every run ends FINISHED with each metric point once."""
+    while the server is stopped for 12 s, and every run ends FINISHED with each metric point once."""
     import threading
     import time
 
@@ -211,7 +211,7 @@ def test_a_study_with_a_new_target_through_a_tracking_outage(study_run, tmp_path
             time.sleep(0.5)
         server["ui"].stop()
         events.append("stopped")
-        time.sleep(25)
+        time.sleep(12)
         server["ui"] = start_ui(store, port=port, process=process)
         events.append("started")
 
@@ -220,7 +220,7 @@ def test_a_study_with_a_new_target_through_a_tracking_outage(study_run, tmp_path
     try:
         study = load_study(write_study(tmp, targets=[4.8e9]),
                            [("tracking.tracking_uri", uri), ("tracking.outbox_dir", str(tmp_path / "outbox")),
-                            ("faults.step_delay_s", "0.06")])  # ~70 s of verification: the outage falls inside it
+                            ("faults.step_delay_s", "0.03")])  # ~35 s of verification: the outage falls inside it
         outcome = run_study(study, log=print)
         thread.join(timeout=300)
         assert events == ["stopped", "started"]

@@ -1,5 +1,5 @@
 """A training run through a tracking outage and a dead tracking writer: a real `mlflow server`
-stopped for 25 s and started again on the same store, and the writer actor killed mid-run.
+stopped for 12 s and started again on the same store, and the writer actor killed mid-run.
 The run ends FINISHED with every logged step's metrics present once."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from raylm.tracking.writer import NAMESPACE
 from tests.ray.train_helpers import tiny_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-OUTAGE_S = 25.0
+OUTAGE_S = 12.0  # longer than the delivery backoff (1 s doubling to 10 s) reaches in one wait
 STEPS = 40
 
 
@@ -51,7 +51,7 @@ def test_train_survives_a_tracking_outage_and_a_killed_writer(ray_local, tmp_pat
     process = ServerProcess(log_path=tmp_path / "server.log", timeout=120)
     server = {"ui": start_ui(store, port=port, process=process)}
     uri = f"http://127.0.0.1:{port}"
-    cfg = tiny_config(tmp_path, parallel={"num_workers": 1}, faults={"step_delay_s": 1.0},
+    cfg = tiny_config(tmp_path, parallel={"num_workers": 1}, faults={"step_delay_s": 0.5},
                       train={"max_steps": STEPS, "eval_every": 8, "checkpoint_every": 16})
     cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={
         "tracking_uri": uri, "experiment": "outage", "outbox_dir": str(tmp_path / "outbox")})})
