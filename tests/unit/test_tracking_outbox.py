@@ -25,24 +25,36 @@ class Server:
         self.port = free_port()
         self.log = tmp_path / "server.log"
         self.process = None
+        self.running = False
 
     def start(self):
         self.process = start_ui(self.store, port=self.port, process=ServerProcess(log_path=self.log, timeout=120))
+        self.running = True
 
     def stop(self):
         self.process.stop()
+        self.running = False
 
     @property
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
 
-@pytest.fixture
-def server(tmp_path):
-    server = Server(tmp_path)
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory):
+    """One server for the module (each start costs seconds); every test logs its own run."""
+    server = Server(tmp_path_factory.mktemp("mlflow-server"))
     server.start()
     yield server
-    server.stop()
+    if server.running:
+        server.stop()
+
+
+@pytest.fixture
+def server(shared_server):
+    if not shared_server.running:  # a test that failed during its outage left it stopped
+        shared_server.start()
+    return shared_server
 
 
 def _run(server, tmp_path) -> MlflowRun:
