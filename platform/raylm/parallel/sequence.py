@@ -59,18 +59,22 @@ def sequence_to_heads(x: torch.Tensor, group, size: int) -> torch.Tensor:
     return _AllToAll.apply(x, 2, 1, group, size)
 
 
-def _ulysses_attention(attention, group, rank: int, size: int):
+def _ulysses_attention(attention, heads: int, kv_heads: int, group, size: int):
     """A training forward for one :class:`~raylm.model.attention.Attention` (self-attention, no
-    cache) on a sequence slice: project, all-to-all to whole sequences over a share of heads,
-    attend with the module's own positions and masks, all-to-all back, project out."""
+    cache) on a sequence slice, ``heads`` and ``kv_heads`` being what its projections produce:
+    project, all-to-all to whole sequences over a share of heads, attend with the module's own
+    positions and masks, all-to-all back, project out."""
+
+    def split_heads(t: torch.Tensor, n: int) -> torch.Tensor:  # (batch, seq / sp, n * d) -> (batch, n, seq, d)
+        per_rank = t.view(t.shape[0], t.shape[1], n, attention.head_dim).transpose(1, 2)
+        return heads_to_sequence(per_rank, group, size)
 
     def forward(x: torch.Tensor, context=None, key_mask=None, cache=None) -> torch.Tensor:
         if cache is not None or context is not None or key_mask is not None:
             raise ValueError("sequence parallelism trains self-attention without a cache or padding mask")
         batch, local_len, _ = x.shape
-        q = heads_to_sequence(attention._heads(attention.q_proj(x), attention.n_heads_total), group, size)
-        k = heads_to_sequence(attention._heads(attention.k_proj(x), attention.n_kv_heads_total), group, size)
-        v = heads_to_sequence(attention._heads(attention.v_proj(x), attention.n_kv_heads_total), group, size)
+        q = split_heads(attention.q_proj(x), heads)
+        k, v = split_heads(attention.k_proj(x), kv_heads), split_heads(attention.v_proj(x), kv_heads)
         out = attention.attend(q, k, v, past=0, key_mask=None)  # (batch, heads / sp, seq, d)
         out = sequence_to_heads(out, group, size)  # (batch, heads, seq / sp, d)
         return attention.o_proj(out.transpose(1, 2).reshape(batch, local_len, -1))
@@ -97,11 +101,10 @@ def shard_sequence_parallel(model: nn.Module, group, rank: int, size: int, seq_l
     offset = rank * (seq_len // size)
     for module in list(model.modules()):
         if isinstance(module, Attention):
-            module.n_heads_total, module.n_kv_heads_total = module.n_heads, module.n_kv_heads
-            if module.alibi is not None:
+            module.forward = _ulysses_attention(module, module.n_heads, module.n_kv_heads, group, size)
+            if module.alibi is not None:  # attend() sees this rank's share of the heads
                 module.alibi = module.alibi.chunk(size)[rank].clone()
             module.n_heads, module.n_kv_heads = module.n_heads // size, module.n_kv_heads // size
-            module.forward = _ulysses_attention(module, group, rank, size)
         elif isinstance(module, Embeddings):
             module.forward = _offset_embeddings(module, offset)
     original = model.forward
