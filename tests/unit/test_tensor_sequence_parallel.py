@@ -195,3 +195,19 @@ def test_per_rank_memory_divides_over_the_tensor_and_sequence_groups():
     split = rank_memory(tensor, make_plan(tensor, 4))
     assert split.params_per_rank < plain.params_per_rank
     assert split.states.params_bytes == pytest.approx(4 * split.params_per_rank)  # fp32, ZeRO-0
+
+
+def test_raylm_plan_prints_the_groups_and_each_ranks_share(capsys):
+    from raylm.cli import main
+    from tests.conftest import REPO_ROOT
+
+    config = str(REPO_ROOT / "jobs" / "configs" / "gpt_tiny.yaml")
+    assert main(["plan", config, "--workers", "8", "--parallel.tp", "2", "--parallel.sp", "2",
+                 "--parallel.zero_stage", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "workers 8 = tp 2 x sp 2 x pp 1 x dp 2" in out
+    assert "tensor groups [[0, 1], [2, 3], [4, 5], [6, 7]]" in out and "data groups [[0, 4]," in out
+    assert "each rank of a sequence group holds 64 of the 128 tokens" in out
+    assert "per rank with tp 2" in out and "activations" in out
+    assert main(["plan", config, "--workers", "4", "--parallel.tp", "3"]) == 2  # said before anything starts
+    assert "tensor parallelism splits attention heads (4) over tp=3" in capsys.readouterr().err

@@ -26,6 +26,7 @@ def _gib(n: float) -> str:
 def _plan(args: argparse.Namespace) -> int:
     from raylm.config_load import load_config, parse_override_args
     from raylm.model.counting import count_params
+    from raylm.parallel.groups import layout_groups
     from raylm.parallel.plan import make_plan
     from raylm.parallel.rank_memory import rank_memory
 
@@ -42,6 +43,11 @@ def _plan(args: argparse.Namespace) -> int:
           f"{plan.global_batch} sequences = {plan.tokens_per_step:,} tokens per step"
           + (f"; each rank of a sequence group holds {plan.seq_len // plan.sp} of the {plan.seq_len} tokens"
              if plan.sp > 1 else ""))
+    if plan.model_parallel:
+        groups = layout_groups(plan.world_size, plan.tp, plan.sp)
+        print("ranks (tensor-major): " + "; ".join(
+            f"{kind} groups {groups[kind]}" for kind, size in (("tensor", plan.tp), ("sequence", plan.sp),
+                                                              ("data", plan.dp)) if size > 1))
     print(f"model: {params.total:,} parameters ({params.non_embedding:,} non-embedding, {params.active:,} active)"
           + (f"; {memory.params_per_rank:,.0f} per rank with tp {plan.tp}" if plan.tp > 1 else ""))
     print(f"memory per rank: params {_gib(states.params_bytes)}, grads {_gib(states.grads_bytes)}, "
