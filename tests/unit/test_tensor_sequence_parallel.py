@@ -198,8 +198,9 @@ def test_per_rank_memory_divides_over_the_tensor_and_sequence_groups():
 
 
 def test_raylm_plan_prints_the_groups_and_each_ranks_share(capsys):
-    from raylm.cli import main
     from tests.conftest import REPO_ROOT
+
+    from raylm.cli import main
 
     config = str(REPO_ROOT / "jobs" / "configs" / "gpt_tiny.yaml")
     assert main(["plan", config, "--workers", "8", "--parallel.tp", "2", "--parallel.sp", "2",
