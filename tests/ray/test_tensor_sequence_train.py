@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from raylm.parallel.plan import PlanError
 from raylm.train.run import run_training
-from tests.ray.train_helpers import logged_curve, reference_training, tiny_config
+from tests.ray.train_helpers import dataset_dir, logged_curve, reference_training, tiny_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 RTOL = 1e-5
@@ -29,12 +29,6 @@ TRAIN = {"max_steps": STEPS, "checkpoint_every": 5}
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, ray_local) -> Path:
     return tmp_path_factory.mktemp("tensor-sequence")
-
-
-def dataset_dir(result) -> str:
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(result.tracking_uri).get_run(result.mlflow_run_id).data.params["data.directory"]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 
 from raylm.errors import UserError
 from raylm.train.run import run_training
-from tests.ray.train_helpers import logged_curve, metric_history, reference_losses, tiny_config
+from tests.ray.train_helpers import dataset_dir, logged_curve, metric_history, reference_losses, tiny_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 RTOL = 1e-5
@@ -35,7 +35,7 @@ def test_zero_stage_matches_single_process_reference(workdir, stage):
     cfg = tiny_config(workdir, parallel={"zero_stage": stage})
     result = run_training(cfg)
     curve = logged_curve(result)
-    expected = reference_losses(cfg, _dataset_dir(result), 4)
+    expected = reference_losses(cfg, dataset_dir(result), 4)
     assert [curve[s] for s in range(1, 5)] == pytest.approx(expected, rel=RTOL)
     assert all(norm > 0 for norm in logged_curve(result, "train/grad_norm").values())
 
@@ -43,7 +43,7 @@ def test_zero_stage_matches_single_process_reference(workdir, stage):
 def test_zero2_matches_reference_and_checkpoints_hold_every_rank(workdir, zero2_run):
     cfg = tiny_config(workdir, parallel={"zero_stage": 2}, train={"checkpoint_every": 2})
     curve = logged_curve(zero2_run)
-    assert [curve[s] for s in range(1, 5)] == pytest.approx(reference_losses(cfg, _dataset_dir(zero2_run), 4),
+    assert [curve[s] for s in range(1, 5)] == pytest.approx(reference_losses(cfg, dataset_dir(zero2_run), 4),
                                                             rel=RTOL)
     checkpoint = Path(zero2_run.checkpoint_path)
     assert checkpoint.name == "step_00000004"
@@ -88,7 +88,7 @@ def test_pipeline_times_data_parallel_matches_single_process_reference(workdir, 
     averages the gradient over both replicas' micro-batches, over 10 steps."""
     cfg = tiny_config(workdir, parallel=PP_DP, train={"max_steps": 10, "checkpoint_every": 5})
     curve = logged_curve(pp_dp_run)
-    expected = reference_losses(cfg, _dataset_dir(pp_dp_run), 10)
+    expected = reference_losses(cfg, dataset_dir(pp_dp_run), 10)
     assert [curve[s] for s in range(1, 11)] == pytest.approx(expected, rel=RTOL)
     assert (pp_dp_run.model_dir / "model.safetensors").exists()
 
@@ -122,12 +122,6 @@ def test_nan_loss_stops_with_step_and_last_checkpoint(workdir):
     cfg = tiny_config(workdir, train={"checkpoint_every": 2}, faults={"nan_at_step": 3})
     with pytest.raises(UserError, match=r"loss is nan at step 3; last good checkpoint: .*step_00000002"):
         run_training(cfg)
-
-
-def _dataset_dir(result) -> str:
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(result.tracking_uri).get_run(result.mlflow_run_id).data.params["data.directory"]
 
 
 def _metric_names(result) -> list[str]:

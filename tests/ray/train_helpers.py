@@ -45,6 +45,13 @@ def metric_history(result, metric: str) -> list:
     return sorted(history, key=lambda m: m.step)
 
 
+def dataset_dir(result) -> str:
+    """The token shards a run trained on (its ``data.directory`` parameter)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(result.tracking_uri).get_run(result.mlflow_run_id).data.params["data.directory"]
+
+
 def logged_curve(result, metric: str = "train/loss") -> dict[int, float]:
     return {m.step: m.value for m in metric_history(result, metric)}
 

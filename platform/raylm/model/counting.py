@@ -60,11 +60,11 @@ def tensor_parallel_split_params(cfg: ModelConfig) -> int:
     """Parameters that tensor parallelism splits over its group (:mod:`raylm.parallel.tensor`): every
     block's attention and dense feed-forward matrices and the biases of their column-parallel layers;
     the rest (embeddings, norms, the head, row-parallel biases) is replicated."""
-    q_width, kv_width = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-    attention = 2 * cfg.d_model * (q_width + kv_width) + ((q_width + 2 * kv_width) if cfg.bias else 0)
-    ffn = feedforward_params(cfg.d_model, cfg.d_ff, cfg.activation, cfg.bias) - (cfg.d_model if cfg.bias else 0)
-    blocks = [(idx, cross) for idx, cross in _layers(cfg)]
-    return sum(attention * (2 if cross else 1) + (0 if is_moe_layer(cfg, idx) else ffn) for idx, cross in blocks)
+    row_bias = cfg.d_model if cfg.bias else 0  # the output projections' biases stay whole
+    attention = _attention(cfg) - row_bias
+    ffn = feedforward_params(cfg.d_model, cfg.d_ff, cfg.activation, cfg.bias) - row_bias
+    return sum(attention * (2 if cross else 1) + (0 if is_moe_layer(cfg, idx) else ffn)
+               for idx, cross in _layers(cfg))
 
 
 def count_params(cfg: ModelConfig) -> ParamCount:

@@ -57,11 +57,9 @@ class _ReduceFromGroup(torch.autograd.Function):
 class RowParallelLinear(nn.Module):
     """``y = all_reduce(x_r W_r^T) + b``: this rank's rows of the input, the full bias added once."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, group):
+    def __init__(self, weight: nn.Parameter, bias: nn.Parameter | None, group):
         super().__init__()
-        self.weight = nn.Parameter(weight)
-        self.bias = nn.Parameter(bias) if bias is not None else None
-        self.group = group
+        self.weight, self.bias, self.group = weight, bias, group
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,15 +74,9 @@ def _split(param: torch.Tensor, dim: int, rank: int, size: int) -> nn.Parameter:
     return part
 
 
-def _head_rows(linear: nn.Linear, heads: int, head_dim: int, rank: int, size: int) -> None:
-    """Keep this rank's heads of a q/k/v projection (whole heads: rows ``head * head_dim``)."""
-    linear.weight = _split(linear.weight, 0, rank, size)
-    if linear.bias is not None:
-        linear.bias = _split(linear.bias, 0, rank, size)
-    linear.out_features = heads // size * head_dim
-
-
 def _column_parallel(linear: nn.Linear, rank: int, size: int) -> None:
+    """Keep this rank's output rows (for q/k/v: whole heads, rows ``head * head_dim``, as the plan has
+    checked that the heads divide by ``size``)."""
     linear.weight = _split(linear.weight, 0, rank, size)
     if linear.bias is not None:
         linear.bias = _split(linear.bias, 0, rank, size)
@@ -92,10 +84,7 @@ def _column_parallel(linear: nn.Linear, rank: int, size: int) -> None:
 
 
 def _row_parallel(linear: nn.Linear, rank: int, size: int, group) -> RowParallelLinear:
-    weight = _split(linear.weight, 1, rank, size)
-    row = RowParallelLinear(weight.data, None if linear.bias is None else linear.bias.detach().clone(), group)
-    row.weight.tensor_model_parallel, row.weight.tp_split_dim = True, 1
-    return row
+    return RowParallelLinear(_split(linear.weight, 1, rank, size), linear.bias, group)
 
 
 def _copy_input_to_group(group):
@@ -116,9 +105,8 @@ def shard_tensor_parallel(model: nn.Module, group, rank: int, size: int) -> nn.M
 
     for module in list(model.modules()):
         if isinstance(module, Attention):
-            for name in ("q_proj", "k_proj", "v_proj"):
-                heads = module.n_heads if name == "q_proj" else module.n_kv_heads
-                _head_rows(getattr(module, name), heads, module.head_dim, rank, size)
+            for projection in (module.q_proj, module.k_proj, module.v_proj):
+                _column_parallel(projection, rank, size)
             module.o_proj = _row_parallel(module.o_proj, rank, size, group)
             if module.alibi is not None:
                 module.alibi = module.alibi.chunk(size)[rank].clone()
