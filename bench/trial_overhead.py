@@ -34,10 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import Figure, emit  # noqa: E402 - bench/ is on sys.path (the script's folder)
 from _tiny_sweep import write_sweep  # noqa: E402
 
-GOALS_S = {"in_process": 2.0, "worker_group": None, "two_workers": 8.0}
+GOALS_S = {"in_process": 2.0, "worker_group": None, "two_workers_pool": 8.0, "two_workers": None}
 LAYOUTS = {
     "in_process": ({"num_workers": 1, "cpus_per_worker": 1}, {"in_process": True}),
     "worker_group": ({"num_workers": 1, "cpus_per_worker": 1}, {"in_process": False}),
+    "two_workers_pool": ({"num_workers": 2, "cpus_per_worker": 1}, {"in_process": True}),
     "two_workers": ({"num_workers": 2, "cpus_per_worker": 1}, {"in_process": False}),
 }
 STARTUP = ("launch", "process_group", "engine", "data", "peak_flops", "restore", "first_step")

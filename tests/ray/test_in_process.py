@@ -1,5 +1,6 @@
-"""A one-worker trial trained in its own Tune trial process (Ray Train local mode) is the same run as one
-trained on a Ray Train worker group: the same per-step losses and the same MLflow record."""
+"""A trial trained in its own Tune trial process is the same run as one trained on a Ray Train worker group:
+the same per-step losses and the same MLflow record. One worker trains in the trial's process (Ray Train
+local mode); two train there and on the worker pool the process keeps between trials (raylm.train.pool)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ TIMINGS = ("perf/", "system/", "startup/", "teardown/")  # measured times differ
 NAMES = ("name", "tracking.outbox_dir", "data.directory", "trial.values")  # where each run lives
 
 
-def _sweep(tmp_path, in_process: bool, seeds: list[int]):
+def _sweep(tmp_path, in_process: bool, seeds: list[int], workers: int = 1, **base):
     from raylm.tune.sweep import run_sweep
     from raylm.tune.sweep_config import load_sweep
 
     tmp_path.mkdir(parents=True)
-    path = write_sweep(tmp_path, {"train.seed": {"grid": seeds}}, trials={"in_process": in_process,
-                                                                          "max_concurrent_trials": 1})
+    path = write_sweep(tmp_path, {"train.seed": {"grid": seeds}},
+                       base={"parallel": {"num_workers": workers}, "train": {"global_batch_size": 4 * workers},
+                             **base},
+                       trials={"in_process": in_process, "max_concurrent_trials": 1})
     lines: list[str] = []
     outcome = run_sweep(load_sweep(path), log=lines.append)
     return outcome, "\n".join(lines)
@@ -40,11 +43,13 @@ def _record(tracking_uri: str, run, root) -> dict:
             "artifacts": sorted(a.path for a in client.list_artifacts(run.info.run_id))}
 
 
-def test_in_process_trial_matches_a_worker_group_trial(tmp_path):
-    in_process, said = _sweep(tmp_path / "in_process", True, [0, 1])
-    group, group_said = _sweep(tmp_path / "group", False, [0])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_in_process_trial_matches_a_worker_group_trial(tmp_path, workers):
+    in_process, said = _sweep(tmp_path / "in_process", True, [0, 1], workers)
+    group, group_said = _sweep(tmp_path / "group", False, [0], workers)
     assert "each in its own reused process" in said
-    assert "worker group of 1" in group_said
+    assert ("worker process(es) it keeps between trials" in said) == (workers > 1)
+    assert f"worker group of {workers}" in group_said
     by_seed = {}
     for outcome, root in ((in_process, tmp_path / "in_process"), (group, tmp_path / "group")):
         for run in trial_runs(outcome.tracking_uri, outcome.parent_run_id):
@@ -62,7 +67,7 @@ def test_in_process_trial_matches_a_worker_group_trial(tmp_path):
     assert first["params"] == second["params"]
     assert first["tags"] == second["tags"]
     assert first["artifacts"] == second["artifacts"]
-    # the second in-process trial ran in the reused process: a process group and peak measurement already there
+    # the second trial ran in the reused process (and its pool): a process group and peak measurement already there
     assert by_seed["1"][0]["status"] == "FINISHED"
     for root in (tmp_path / "in_process", tmp_path / "group"):  # both keep their checkpoints in storage alike
         trials = list(root.glob("sweeps/*/trials/trial-*"))
@@ -70,3 +75,24 @@ def test_in_process_trial_matches_a_worker_group_trial(tmp_path):
         for trial in trials:
             kept = sorted(p.parent.name for p in trial.glob("step_*/rank0.json"))
             assert kept == ["step_00000003", "step_00000006"], (trial, kept)
+
+
+def test_a_pool_rank_that_dies_fails_its_trial_which_reruns_from_its_checkpoint(tmp_path):
+    """Rank 1 (a pool actor) exits before step 4: rank 0's collective fails instead of waiting, the trial fails,
+    and Tune re-runs it in a fresh process with a fresh pool from the step-3 checkpoint. Every step is logged
+    once, with the losses of the run that was never interrupted."""
+    from mlflow.tracking import MlflowClient
+
+    killed, _ = _sweep(tmp_path / "killed", True, [0], 2, train={"global_batch_size": 8, "max_failures": 1},
+                       faults={"kill_rank": 1, "kill_at_step": 4})
+    clean, _ = _sweep(tmp_path / "clean", True, [0], 2)
+    (run,), (reference,) = (trial_runs(o.tracking_uri, o.parent_run_id) for o in (killed, clean))
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["raylm.resumed_from_step"] == "3"
+    for key in ("train/loss", "val/loss"):
+        history = MlflowClient(killed.tracking_uri).get_metric_history(run.info.run_id, key)
+        expected = {m.step: m.value for m in MlflowClient(clean.tracking_uri).get_metric_history(
+            reference.info.run_id, key)}
+        assert sorted(m.step for m in history) == sorted(expected), key  # each step once
+        for m in history:
+            assert math.isclose(m.value, expected[m.step], rel_tol=1e-6), (key, m.step, m.value, expected[m.step])

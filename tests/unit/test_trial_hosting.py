@@ -72,3 +72,30 @@ def test_the_plan_uses_measured_overhead_when_the_benchmark_ran(tmp_path):
     assert trial_overhead(False, 2, results).warm_s == REFERENCE["two_workers"][0]  # not measured: reference
     results.write_text("{not json")
     assert trial_overhead(False, 1, results).warm_s == REFERENCE["worker_group"][0]
+
+
+def test_a_pool_places_its_ranks_by_node_and_each_rank_reads_its_place(monkeypatch):
+    from raylm.train.pool import rank_places
+
+    places = rank_places(["10.0.0.1", "10.0.0.2", "10.0.0.1", "10.0.0.2"])
+    assert [(p.rank, p.world, p.local_rank, p.node_rank) for p in places] == [
+        (0, 4, 0, 0), (1, 4, 0, 1), (2, 4, 1, 0), (3, 4, 1, 1)]
+    env = places[2].env("10.0.0.1", 29500, use_gpu=False)
+    assert env["RANK"] == "2" and env["WORLD_SIZE"] == "4" and env["MASTER_ADDR"] == "10.0.0.1"
+    assert env["LOCAL_RANK"] == "1"
+    assert places[2].env("10.0.0.1", 29500, use_gpu=True)["LOCAL_RANK"] == "0"  # one visible GPU per process
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    runtime = {"in_process": True, "pool": True, "storage_dir": "/x"}
+    assert worker_coordinates(runtime) == (2, 4, 1, 0)
+    reports = reports_for(runtime, 2)
+    assert isinstance(reports, InProcessReports) and (reports.rank, reports.world) == (2, 4)
+
+
+def test_the_plan_reads_the_pool_figures_for_trials_hosted_with_more_workers():
+    from raylm.tune.overhead import layout_name
+
+    assert layout_name(True, 1) == "in_process"
+    assert layout_name(True, 2) == "two_workers_pool"
+    assert layout_name(False, 2) == "two_workers"
+    assert layout_name(False, 1) == "worker_group"

@@ -70,7 +70,7 @@ def plan_text(study: Study, train_tokens: int | None, cpus: float) -> str:
     rate = {p.grid.params: probe_tokens_per_second(study, p, threads) * workers for p in (smallest, biggest)}
     seconds = [_tokens_per_second(rate, p.grid.params) for p in grid]
     train_s = sum(p.grid.tokens / s for p, s in zip(grid, seconds, strict=True))
-    in_process = cfg.trials.in_process and workers == 1
+    in_process = cfg.trials.in_process  # one worker in the trial's process, more on the worker pool it keeps
     overhead = trial_overhead(in_process, workers)
     verify = verification_point(study, cfg.targets[0], math.sqrt(cfg.targets[0] / 120))
     verify_s = verify.grid.tokens / _tokens_per_second(rate, verify.grid.params) + overhead.warm_s
@@ -79,7 +79,8 @@ def plan_text(study: Study, train_tokens: int | None, cpus: float) -> str:
     lines.append(f"probe: {rate[smallest.grid.params]:,.0f} tokens/s at N={smallest.grid.params:,}, "
                  f"{rate[biggest.grid.params]:,.0f} at N={biggest.grid.params:,} ({threads} thread(s) per worker)")
     lines.append(concurrency_text(study, biggest, cpus, at_once, threads, rate[biggest.grid.params] / workers))
-    hosted = "in its own reused process" if in_process else f"on a Ray Train worker group of {workers}"
+    pool = f" and its pool of {workers - 1} worker process(es)" if workers > 1 else ""
+    hosted = f"in its own reused process{pool}" if in_process else f"on a Ray Train worker group of {workers}"
     lines.append(f"per trial, {hosted}: {overhead.warm_s:.1f} s of start-up and tear-down"
                  + (f" ({overhead.first_s:.0f} s for the first in each process)" if in_process else "")
                  + f", measured ({overhead.source})")

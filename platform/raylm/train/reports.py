@@ -10,18 +10,31 @@ without it is incomplete and is skipped on restore, as :func:`raylm.train.checkp
 expects), older ones are pruned to ``train.keep_checkpoints``, and the metrics go to Tune with
 ``ray.tune.report`` (inside a Tune trial Ray forbids ``ray.train.report``, ``get_context`` and
 ``get_checkpoint``; in process this module and :func:`worker_coordinates` stand in for them). Either
-way every evaluation reaches Tune's scheduler in step order.
+way every evaluation reaches Tune's scheduler in step order. A multi-worker trial on its trial's
+worker pool (:mod:`raylm.train.pool`) reports the same way: every rank uploads its own part of a
+checkpoint (its ``rank{r}.json`` last, so a checkpoint is whole once every rank's is there), between
+two barriers, and rank 0 alone prunes and tells Tune.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from raylm import storage
 
+# a pool rank's index among its node's ranks, and its node's index (:mod:`raylm.train.pool` sets them)
+POOL_LOCAL_RANK_ENV = "RAYLM_POOL_LOCAL_RANK"
+POOL_NODE_RANK_ENV = "RAYLM_POOL_NODE_RANK"
+
 
 def worker_coordinates(runtime: dict) -> tuple[int, int, int, int]:
-    """(world rank, world size, local rank, node rank) of this worker: the only worker, in process."""
+    """(world rank, world size, local rank, node rank) of this worker: the only worker, in process; as its
+    pool placed it, on a trial's worker pool (:mod:`raylm.train.pool`)."""
+    if runtime.get("pool"):
+        env = os.environ
+        return (int(env["RANK"]), int(env["WORLD_SIZE"]), int(env[POOL_LOCAL_RANK_ENV]),
+                int(env[POOL_NODE_RANK_ENV]))
     if runtime.get("in_process"):
         return 0, 1, 0, 0
     import ray.train
@@ -51,10 +64,11 @@ class TrainReports:
 
 
 class InProcessReports:
-    """In the trial's own process (one worker): checkpoints to ``storage_dir``, metrics to Tune."""
+    """In the trial's own process (one worker), or on its worker pool (``world`` ranks, this one ``rank``):
+    checkpoints to ``storage_dir``, metrics to Tune (from rank 0, the trial's process)."""
 
-    def __init__(self, storage_dir: str, keep: int | None):
-        self.storage_dir, self.keep = storage_dir, keep
+    def __init__(self, storage_dir: str, keep: int | None, rank: int = 0, world: int = 1):
+        self.storage_dir, self.keep, self.rank, self.world = storage_dir, keep, rank, world
         self.last: dict | None = None
 
     def given_checkpoint(self):
@@ -64,9 +78,14 @@ class InProcessReports:
     def report(self, metrics: dict, checkpoint_dir: Path | None = None, name: str | None = None) -> None:
         if checkpoint_dir is not None:
             target = storage.join(self.storage_dir, name)
-            storage.delete_dir(target)  # a partial copy from a killed attempt
-            storage.upload_dir(checkpoint_dir, target, last=("rank0.json",))
-            self._prune()
+            if self.rank == 0:
+                storage.delete_dir(target)  # a partial copy from a killed attempt
+            self._barrier()
+            # each rank's files, its rank{r}.json last: the checkpoint is whole once every rank's is there
+            storage.upload_dir(checkpoint_dir, target, last=(f"rank{self.rank}.json",))
+            self._barrier()
+            if self.rank == 0:
+                self._prune()
         self.last = metrics
         from ray.tune.trainable.trainable_fn_utils import _in_tune_session
 
@@ -74,6 +93,12 @@ class InProcessReports:
             import ray.tune
 
             ray.tune.report(metrics)
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
 
     def _prune(self) -> None:
         """Keep the newest ``keep`` checkpoints, as Ray Train's ``CheckpointConfig(num_to_keep)`` does."""
@@ -86,5 +111,6 @@ class InProcessReports:
 def reports_for(runtime: dict, keep_checkpoints: int | None):
     """The reporter of this run: in process (``runtime["in_process"]``) or through Ray Train."""
     if runtime.get("in_process"):
-        return InProcessReports(runtime["storage_dir"], keep_checkpoints)
+        rank, world, _, _ = worker_coordinates(runtime)
+        return InProcessReports(runtime["storage_dir"], keep_checkpoints, rank, world)
     return TrainReports()

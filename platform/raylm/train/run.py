@@ -86,15 +86,19 @@ def execute_run(cfg: RunConfig, plan: ParallelPlan, dataset, tracker: RemoteRun,
     (FINISHED, or FAILED with the reason). ``raylm train`` and every Tune trial go through here; a trial
     passes Tune's report callback in ``callbacks``. The run is named ``run_name`` under ``storage_root``:
     a re-run with the same name continues from that run's own newest checkpoint. ``storage_root`` is a
-    local path or a URI. ``in_process`` (one worker only) trains in this process through Ray Train's local
-    mode (:func:`_fit_in_process`) instead of a worker group."""
+    local path or a URI. ``in_process`` (a Tune trial's process only) trains one worker in this process
+    through Ray Train's local mode (:func:`_fit_in_process`), and more on this process's worker pool
+    (:func:`_fit_in_pool`), instead of a new worker group."""
     storage_root = storage.absolute(storage_root)  # absolute: workers run in their own working directories
     tracker.log_params({**flatten(cfg.to_dict()), **_plan_params(plan), "data.directory": dataset.location})
     tracker.log_text(to_yaml(cfg), "config.yaml")
     tracker.log_input(dataset_name(dataset), dataset.manifest.key, dataset.location)
-    runtime = worker_runtime(dataset, tracker.handle(), storage_root, run_name, resume_from, in_process)
+    runtime = worker_runtime(dataset, tracker.handle(), storage_root, run_name, resume_from, in_process,
+                             pool=in_process and plan.world_size > 1)
     try:
-        if in_process:
+        if in_process and plan.world_size > 1:
+            result = _fit_in_pool(cfg, runtime)
+        elif in_process:
             result = _fit_in_process(cfg, run_name, storage_root, runtime)
         else:
             result = _fit(cfg, run_name, storage_root, runtime, callbacks)
@@ -124,7 +128,7 @@ def execute_run(cfg: RunConfig, plan: ParallelPlan, dataset, tracker: RemoteRun,
 
 
 def worker_runtime(dataset, tracking: dict, storage_root: str, run_name: str, resume_from: str | None = None,
-                   in_process: bool = False) -> dict:
+                   in_process: bool = False, pool: bool = False) -> dict:
     """What the driver hands every worker besides the run config (``runtime`` of
     :func:`raylm.train.loop.train_loop_per_worker`): the shards, the tokenizer, the tracking handle, where to
     store, and how the run is hosted."""
@@ -137,6 +141,7 @@ def worker_runtime(dataset, tracking: dict, storage_root: str, run_name: str, re
         "model_dir": storage.join(storage_root, run_name, "model"),
         "resume_from": storage.absolute(resume_from) if resume_from else None,
         "in_process": in_process,
+        "pool": pool,
         "launched_at": time.time(),
     }
 
@@ -235,6 +240,29 @@ def _fit_in_process(cfg: RunConfig, run_name: str, storage_root: str, runtime: d
         return trainer.fit()
     except Exception as exc:
         raise UserError(f"training failed: {_root_message(exc)}") from exc
+
+
+@dataclass
+class PoolResult:
+    """What :func:`execute_run` reads of a run on a worker pool (as of a Ray Train result)."""
+
+    metrics: dict | None
+    return_value: dict | None = None
+    checkpoint: None = None  # the run's checkpoints are in its storage directory (:func:`_final_checkpoint`)
+
+
+def _fit_in_pool(cfg: RunConfig, runtime: dict) -> PoolResult:
+    """Train a multi-worker run on this trial process's worker pool (:mod:`raylm.train.pool`): rank 0 here, the
+    other ranks in actors the process keeps between trials, one process group for all of them."""
+    from raylm.train.pool import pool_for
+
+    par = cfg.parallel
+    pool = pool_for(par.num_workers, par.cpus_per_worker, par.use_gpu)
+    try:
+        metrics = pool.run({"run": cfg.to_dict(), "runtime": runtime})
+    except Exception as exc:
+        raise UserError(f"training failed: {_root_message(exc)}") from exc
+    return PoolResult(metrics)
 
 
 def _single_process_group_env() -> None:

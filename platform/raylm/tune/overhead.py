@@ -3,9 +3,9 @@
 ``raylm study plan`` estimates a study's wall time from these figures: the checkout's own
 ``bench/results.json`` when the benchmark has run there, else the figures it measured on the
 reference machine (2 CPU cores, no GPU; docs/studies.md). An in-process trial (one worker, Ray
-Train local mode in a reused trial process) pays process start-up once per trial process, and
-little per trial after that; a worker-group trial starts its controller and worker processes every
-time.
+Train local mode in a reused trial process; more workers on the pool of worker processes that
+process keeps, :mod:`raylm.train.pool`) pays process start-up once per trial process, and little
+per trial after that; a worker-group trial starts its controller and worker processes every time.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ RESULTS = Path(__file__).resolve().parents[3] / "bench" / "results.json"
 REFERENCE = {
     "in_process": (0.27, 4.6),
     "worker_group": (16.9, 14.0),
+    "two_workers_pool": (0.57, 14.8),
     "two_workers": (20.6, 17.9),
 }
 
@@ -32,8 +33,8 @@ class TrialOverhead:
 
 
 def layout_name(in_process: bool, workers: int) -> str:
-    if in_process and workers == 1:
-        return "in_process"
+    if in_process:
+        return "in_process" if workers == 1 else "two_workers_pool"
     return "worker_group" if workers == 1 else "two_workers"
 
 

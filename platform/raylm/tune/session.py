@@ -34,14 +34,15 @@ class DriverSession:
     parallel_trials: int
     dataset: Any  # raylm.data.prepare.PreparedDataset
     writer: str
-    in_process: bool  # one-worker trials train in their own (reused) trial process
+    in_process: bool  # trials train in their own (reused) trial process, and its worker pool for more workers
 
     @classmethod
     @contextmanager
     def open(cls, base: RunConfig, max_concurrent_trials: int | None, address: str | None = None,
              log=print, in_process: bool = True) -> Iterator[DriverSession]:
         """Plan, connect, size the concurrency, prepare the data once, start the writer; stop it on exit.
-        ``in_process``: train one-worker trials in their trial's process (:func:`trainable`)."""
+        ``in_process``: trials train in their trial's process, with a worker pool it keeps for the ranks
+        beyond the first (:func:`trainable`)."""
         from raylm.parallel.plan import make_plan
         from raylm.ray_session import cluster_totals, connect_ray
         from raylm.tracking.mlflow_run import check_store
@@ -56,26 +57,33 @@ class DriverSession:
         dataset = prepare_data(base, plan)  # once, before the trials: they all reuse the shards
         writer = start_writer()
         try:
-            yield cls(base, plan, demand, parallel_trials, dataset, writer, in_process and plan.world_size == 1)
+            yield cls(base, plan, demand, parallel_trials, dataset, writer, in_process)
         finally:
             stop_writer(writer)
 
     def trial_context(self, base: dict[str, Any], parent_run_id: str | None, storage_root: str,
                       kind: str) -> TrialContext:
         return TrialContext(base, self.writer, parent_run_id, storage_root, kind, str(self.dataset.location),
-                            self.in_process, self.demand)
+                            self.in_process, self.demand, self.plan.world_size)
 
     def describe_trials(self) -> str:
         """How the trials run, for the console: how many at a time, their CPUs, and where they train."""
-        where = ("each in its own reused process (Ray Train local mode)" if self.in_process
-                 else f"each on a Ray Train worker group of {self.plan.world_size}")
+        workers = self.plan.world_size
+        if self.in_process and workers == 1:
+            where = "each in its own reused process (Ray Train local mode)"
+        elif self.in_process:
+            where = (f"each in its own reused process with a pool of {workers - 1} worker process(es) it keeps "
+                     "between trials")
+        else:
+            where = f"each on a Ray Train worker group of {workers}"
         return f"{self.parallel_trials} trial(s) at a time ({self.demand['CPU']:g} CPUs each), {where}"
 
 
 def trainable(context: TrialContext):
     """The Tune function of every trial, with its context bound and the resources a trial's own process takes:
-    an in-process trial trains there and reserves its worker's CPUs (and GPU); a worker-group trial's process
-    only waits on its workers, which reserve their own."""
+    an in-process trial trains there and reserves its worker's CPUs (and GPU), one bundle per rank when it has
+    more ranks (the first for the trial's process, the others for its worker pool, :mod:`raylm.train.pool`);
+    a worker-group trial's process only waits on its workers, which reserve their own."""
     import ray.tune
 
     from raylm.tune.trial import run_trial
@@ -83,7 +91,11 @@ def trainable(context: TrialContext):
     # Tune saves its experiment state at most every 10 s by default; a driver killed in between would
     # forget trials that had finished. Saving is cheap next to a trial.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(STATE_SAVE_SECONDS))
-    if context.in_process:
+    workers = context.workers
+    if context.in_process and workers > 1:
+        per_rank = {"CPU": context.demand["CPU"] / workers, "GPU": context.demand["GPU"] / workers}
+        resources = ray.tune.PlacementGroupFactory([{k: v for k, v in per_rank.items() if v}] * workers)
+    elif context.in_process:
         resources = {"cpu": context.demand["CPU"], "gpu": context.demand["GPU"]}
     else:
         resources = {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY}

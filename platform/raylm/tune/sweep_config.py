@@ -53,8 +53,9 @@ class TrialsConfig(Section):
 
     max_concurrent_trials: Optional[int] = Field(None, ge=1, description="Default: as many as the cluster fits.")
     max_failures: int = Field(0, ge=0, description="Re-runs of a failed trial (from its last checkpoint).")
-    in_process: bool = Field(True, description="Train one-worker trials in their own Tune trial process (Ray "
-                             "Train local mode), reused from trial to trial; false: on a worker group of one.")
+    in_process: bool = Field(True, description="Train trials in their own Tune trial process (Ray Train local "
+                             "mode), reused from trial to trial, with a pool of worker processes it keeps for the "
+                             "ranks beyond the first; false: each trial on a new Ray Train worker group.")
 
 
 class SweepConfig(Section):

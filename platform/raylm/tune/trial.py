@@ -90,7 +90,7 @@ def run_trial(trial_config: dict[str, Any], context: TrialContext) -> None:
         reuse_tag=reuse,
     ) if cfg.tracking.enabled else RemoteRun.disabled()
     tracker.log_params({"trial.values": json.dumps(given, sort_keys=True)})
-    in_process = context.in_process and plan.world_size == 1
+    in_process = context.in_process  # one worker in this process, more on its worker pool
     execute_run(cfg, plan, dataset, tracker, f"point-{key}" if key else f"trial-{trial_id}",
                 Path(context.storage_root), callbacks=() if in_process else (TuneReportCallback(),),
                 in_process=in_process)
