@@ -65,18 +65,25 @@ def test_best_config_trains_as_it_is(concurrent):
     assert result.metrics["step"] == cfg.train.max_steps and (result.model_dir / "model.safetensors").exists()
 
 
-def test_asha_stops_the_weak_trial_and_its_run_ends_killed(tmp_path, ray_local):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_asha_stops_the_weak_trial_and_its_run_ends_killed(tmp_path, ray_local, workers):
     """One trial at a time from the same initial weights: the good rate reaches the first rung first and
-    lowers the loss; a rate too small to move the weights is stopped there."""
+    lowers the loss; a rate too small to move the weights is stopped there. With two workers (the trial's
+    worker pool, raylm.train.pool) every rank leaves the stopped trial together, and the next trial trains on
+    the same pool."""
+    rates = [1e-2, 1e-7] + ([3e-3] if workers > 1 else [])
     sweep = load_sweep(write_sweep(
-        tmp_path, {"train.lr": {"grid": [1e-2, 1e-7]}},
-        base={"train": {"max_steps": 8, "eval_every": 2, "checkpoint_every": 8}},
+        tmp_path, {"train.lr": {"grid": rates}},
+        base={"train": {"max_steps": 8, "eval_every": 2, "checkpoint_every": 8, "global_batch_size": 4 * workers},
+              "parallel": {"num_workers": workers}},
         scheduler={"name": "asha", "grace_period": 2, "reduction_factor": 2, "time_attr": "step"},
         trials={"max_concurrent_trials": 1}))
     outcome = run_sweep(sweep, log=print)
     by_lr = {row.values["train.lr"]: row for row in outcome.rows}
     assert by_lr[1e-2].status == "FINISHED" and by_lr[1e-2].steps == 8
     assert by_lr[1e-7].status == "KILLED" and by_lr[1e-7].steps == 2
+    if workers > 1:  # after a stop, the reused trial process and its pool train the next trial
+        assert by_lr[3e-3].status in ("FINISHED", "KILLED") and by_lr[3e-3].steps >= 2
     from mlflow.tracking import MlflowClient
 
     killed = MlflowClient(outcome.tracking_uri).get_run(by_lr[1e-7].run_id)

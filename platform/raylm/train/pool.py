@@ -83,8 +83,12 @@ class PoolWorker:
 
     def train(self, config: dict) -> dict | None:
         from raylm.train.loop import train_loop_per_worker
+        from raylm.train.reports import TrialStopped
 
-        return train_loop_per_worker(config)
+        try:
+            return train_loop_per_worker(config)
+        except TrialStopped:  # Tune stopped the trial; rank 0 said so at a report
+            return None
 
 
 @dataclass
@@ -98,8 +102,8 @@ class WorkerPool:
 
     def run(self, config: dict) -> dict | None:
         """Train ``config`` on every rank: the others remotely, rank 0 here; rank 0's last metrics."""
-        import ray
         from raylm.train.loop import train_loop_per_worker
+        from raylm.train.reports import TrialStopped
 
         if self.broken:
             raise RuntimeError(f"this trial process's worker pool is broken ({self.broken}); the trial must run "
@@ -109,6 +113,11 @@ class WorkerPool:
         watcher.start()
         try:
             metrics = train_loop_per_worker(config)
+        except TrialStopped:
+            # Tune stopped the trial at a report and every rank left its loop there: the pool stays whole
+            watcher.stop()
+            self._finish(pending)
+            raise SystemExit(0) from None  # what Tune's stop means to a trial's thread (as in one process)
         except BaseException as exc:
             watcher.stop()
             cause = watcher.error or _first_failure(pending)  # a rank that died fails rank 0's collectives
@@ -117,12 +126,18 @@ class WorkerPool:
                 raise cause from exc
             raise
         watcher.stop()
+        self._finish(pending)
+        return metrics
+
+    def _finish(self, pending: list) -> None:
+        """Wait for the other ranks to return, once rank 0 has (their collectives ended with its)."""
+        import ray
+
         try:
             ray.get(pending, timeout=FINISH_TIMEOUT_S)
         except Exception as exc:
             self.abandon(f"a rank failed after rank 0 finished: {exc}")
             raise
-        return metrics
 
     def abandon(self, why: str) -> None:
         """Kill the other ranks (their collectives with this process are no longer safe) and remember why."""

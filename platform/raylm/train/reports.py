@@ -13,7 +13,9 @@ expects), older ones are pruned to ``train.keep_checkpoints``, and the metrics g
 way every evaluation reaches Tune's scheduler in step order. A multi-worker trial on its trial's
 worker pool (:mod:`raylm.train.pool`) reports the same way: every rank uploads its own part of a
 checkpoint (its ``rank{r}.json`` last, so a checkpoint is whole once every rank's is there), between
-two barriers, and rank 0 alone prunes and tells Tune.
+two barriers, and rank 0 alone prunes and tells Tune; when Tune stops the trial there (a scheduler's
+decision), rank 0 tells every rank, and all leave the loop together (:class:`TrialStopped`), so the
+pool stays usable for the next trial.
 """
 
 from __future__ import annotations
@@ -89,10 +91,18 @@ class InProcessReports:
         self.last = metrics
         from ray.tune.trainable.trainable_fn_utils import _in_tune_session
 
+        stopped = False
         if _in_tune_session():
             import ray.tune
 
-            ray.tune.report(metrics)
+            try:
+                ray.tune.report(metrics)  # Tune stops a trial (its scheduler's decision) by exiting the thread here
+            except SystemExit:
+                if self.world == 1:
+                    raise
+                stopped = True
+        if self.world > 1 and _stop_for_every_rank(stopped):
+            raise TrialStopped(f"the trial was stopped at step {metrics.get('step')}")
 
     def _barrier(self) -> None:
         if self.world > 1:
@@ -106,6 +116,22 @@ class InProcessReports:
             return
         for name in storage.list_dirs(self.storage_dir, "step_*")[:-self.keep]:
             storage.delete_dir(storage.join(self.storage_dir, name))
+
+
+class TrialStopped(Exception):
+    """Tune stopped the trial at a report: every rank of a worker pool leaves its loop there, together."""
+
+
+def _stop_for_every_rank(stopped_here: bool) -> bool:
+    """Rank 0's word (it alone talks to Tune) to every rank of a pool: whether the trial stops at this report.
+    Every rank reports at the same steps, so the others are waiting for it at the same place."""
+    import torch
+    import torch.distributed as dist
+
+    device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+    flag = torch.tensor([1.0 if stopped_here else 0.0], device=device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def reports_for(runtime: dict, keep_checkpoints: int | None):
