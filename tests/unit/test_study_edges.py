@@ -1,6 +1,7 @@
 """Grids that fix their own edges: where a budget's minimum is at an edge, which sizes are added beyond it, and
 every limit that stops it, with known answers on the tiny study's family (sizes 5,240, 6,112, 12,016, 15,296,
-20,328, 27,552, 42,880, 61,280, 82,752) and losses from known functions of N."""
+20,328, 27,552, 42,880, 61,280, 82,752; below it the one-layer, one-head models 6 and 4 wide, narrower than its
+head_dim of 8: 3,786 and 2,428) and losses from known functions of N."""
 
 from __future__ import annotations
 
@@ -9,20 +10,28 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from tests.ray.study_helpers import write_study
 from tests.unit.test_study_show import record_point
 
+from raylm.config import ModelConfig
 from raylm.errors import UserError
+from raylm.model import build_model
+from raylm.model.counting import count_params
+from raylm.scaling.isoflop import NARROW_MIN_WIDTH, ModelFamily, narrow_shapes
 from raylm.study.config import load_study
 from raylm.study.description import study_description
 from raylm.study.edges import edge_of, extend_edges, grid_step, next_point, prior_warnings
-from raylm.study.grid import build_grid
+from raylm.study.grid import build_grid, family_of
 from raylm.study.record import StudyRecord
 from raylm.study.results import PointResult, recorded_result
 from raylm.study.show import save_study, show_study
 from raylm.study.summary import outcome_summary
 
 FAMILY = [5240, 6112, 12016, 15296, 20328, 27552, 42880, 61280, 82752]
+NARROW = {6: 3786, 4: 2428}  # d_model: N of the one-layer, one-head models below the family's smallest (8 wide)
+NO_SMALLER = ("the family has no smaller model than N=2,428, one-head models narrower than family.head_dim=8 "
+              "included (none is narrower than d_model=4)")
 
 
 def bigger_is_better(params: int, budget: float) -> float:
@@ -128,17 +137,106 @@ def test_a_higher_cap_stops_where_the_family_ends(tmp_path):
     assert top.limit == "the family has no larger model than N=82,752 (raise family.max_layers)"
 
 
-def test_a_minimum_at_the_small_edge_is_extended_within_the_family_and_the_corpus(tmp_path):
-    _, _, results, report = extended(tmp_path, smaller_is_better)
-    assert added(report) == {2e8: [], 4e8: [], 8e8: [5240]}  # 5,240 is the family's smallest model
-    no_smaller = "the family has no smaller model than N=5,240 (a smaller family.head_dim makes smaller ones)"
-    assert [b.limit for b in report.budgets] == [no_smaller] * 3
-    assert report.budgets[0].line() == ("C=2e+08: its best loss (4.8564) is at its smallest size, N=5,240; not "
-                                        f"extended: {no_smaller}")
+def test_a_minimum_at_the_small_edge_is_extended_within_the_family_then_with_narrower_heads(tmp_path):
+    study, _, results, report = extended(tmp_path, smaller_is_better)
+    # 2e8 and 4e8 start at 5,240, the family's smallest: one head 6 wide, then 4 wide; 8e8 starts at 6,112 and
+    # takes the family's 5,240 first (the family's own shapes come first), then the 6-wide one
+    assert added(report) == {2e8: [3786, 2428], 4e8: [3786, 2428], 8e8: [5240, 3786]}
+    assert [b.limit for b in report.budgets] == ["the cap of 2 added size(s) per budget "
+                                                 "(edges.max_points_per_budget) is reached"] * 3
+    narrow = "one head of width {}, narrower than family.head_dim=8"
+    assert report.budgets[0].line() == (
+        f"C=2e+08: its best loss (4.8564) is at its smallest size, N=5,240; added N=3,786 ({narrow.format(6)}), "
+        f"N=2,428 ({narrow.format(4)}); still at an edge: the cap of 2 added size(s) per budget "
+        "(edges.max_points_per_budget) is reached")
+    assert report.budgets[2].line().split("; ")[1] == f"added N=5,240, N=3,786 ({narrow.format(6)})"
+    assert [(a["d_model"], a["n_heads"], a["narrower_head"]) for a in report.as_dict()["budgets"][2]["added"]] \
+        == [(8, 1, False), (6, 1, True)]
+    assert report.tag() == ("extended 2e+08 (+2, 2 with a narrower head), 4e+08 (+2, 2 with a narrower head), "
+                            "8e+08 (+2, 1 with a narrower head); still at an edge 2e+08, 4e+08, 8e+08")
+    for b in report.budgets:
+        for r in b.added:
+            g = r.point.grid
+            assert g.steps >= study.config.min_steps and abs(g.flops / g.budget - 1) < 0.1  # trained by the rules
+            assert r.point.overrides["model.d_model"] == g.model["d_model"] and r.point.label.endswith("-edge")
     _, _, _, small_corpus = extended(tmp_path, smaller_is_better, corpus_tokens=5000)
-    assert added(small_corpus)[8e8] == []  # 5,240 at 8e8 reads 25,472 tokens: 5.1 epochs of 5,000
+    assert added(small_corpus) == {2e8: [3786, 2428], 4e8: [3786], 8e8: []}
+    assert small_corpus.budgets[1].limit == ("the next smaller model, N=2,428, would read 27,520 tokens, 5.5 epochs "
+                                             "of the corpus's 5,000 training tokens (more than 4)")
     assert small_corpus.budgets[2].limit == ("the next smaller model, N=5,240, would read 25,472 tokens, 5.1 epochs "
                                              "of the corpus's 5,000 training tokens (more than 4)")
+
+
+def test_below_the_family_the_next_smaller_size_has_one_narrower_head(tmp_path):
+    study = tiny(tmp_path)
+    smallest = next(p for p in build_grid(study) if p.grid.params == 5240).grid.model
+    # 5,240 / sqrt(3) = 3,025: 3,786 and 2,428 are nearly as far from it in log N (0.224, 0.220), and the
+    # tie-break towards the aspect ratio (12) picks the 6-wide model, as the grid's picker does
+    point = next_point(study, 2e8, [5240, 6112, 12016], "small")
+    g = point.grid
+    assert g.params == NARROW[6] and point.label == "C2e+08-N4K-edge" and point.kind == "grid"
+    assert (g.model["d_model"], g.model["n_layers"], g.model["n_heads"], g.model["n_kv_heads"]) == (6, 1, 1, 1)
+    assert g.model["d_ff"] == 24  # derived by ModelConfig, 4 x d_model, as for the family's own shapes
+    same = {k: v for k, v in g.model.items() if k not in ("d_model", "d_ff")}
+    assert same == {k: v for k, v in smallest.items() if k not in ("d_model", "d_ff")}  # depth, heads, base
+    assert g.steps == round(2e8 / (6 * 3786) / 128) == 69 and g.tokens == 69 * 128
+    assert next_point(study, 2e8, [3786, 5240], "small").grid.params == NARROW[4]
+    assert next_point(study, 2e8, [2428, 3786, 5240], "small") == NO_SMALLER
+
+
+def test_narrower_heads_stop_at_the_minimum_width(tmp_path):
+    assert NARROW_MIN_WIDTH == 4
+    _, _, _, report = extended(tmp_path, smaller_is_better, edges={"max_points_per_budget": 5})
+    assert added(report)[2e8] == [3786, 2428]  # 4 wide is the narrowest: no third size, whatever the cap
+    assert report.budgets[0].limit == NO_SMALLER
+    assert all(r.point.grid.model["d_model"] >= NARROW_MIN_WIDTH for b in report.budgets for r in b.added)
+
+    def widths(head_dim, **base):
+        family = ModelFamily(base={"vocab_size": 512, **base}, head_dim=head_dim)
+        return [cfg.d_model for cfg, _, _ in narrow_shapes(family, count_params, 64)]
+    assert widths(64) == list(range(4, 64, 2))  # even widths from 4 up to the family's head
+    assert widths(8) == [4, 6] and widths(5) == [4] and widths(4) == []
+    assert widths(16, pos_encoding="rope") == [4, 6, 8, 10, 12, 14]
+    assert widths(8, n_kv_heads=2) == []  # one head cannot share 2 kv heads
+    study = tiny(tmp_path, family={"aspect_ratio": 12, "head_dim": 4, "max_layers": 2, "aspect_tolerance": 2,
+                                   "base": {"arch": "gpt", "vocab_size": 512, "max_seq_len": 32}})
+    smallest = min(p.grid.params for p in build_grid(study))
+    assert next_point(study, 2e8, [smallest], "small") == (
+        f"the family has no smaller model than N={smallest:,}, one-head models narrower than family.head_dim=4 "
+        "included (none is narrower than d_model=4)")
+
+
+@pytest.mark.parametrize("arch", ["gpt", "bert", "t5"])
+@pytest.mark.parametrize("options", [{}, {"pos_encoding": "rope", "activation": "swiglu", "norm": "rmsnorm"},
+                                     {"bias": False, "tie_embeddings": False}])
+def test_the_narrower_one_head_models_build_and_count_exactly(arch, options):
+    family = ModelFamily(base={"arch": arch, "vocab_size": 64, **options}, aspect_ratio=16, head_dim=8)
+    shapes = narrow_shapes(family, count_params, 16)
+    assert [cfg.d_model for cfg, _, _ in shapes] == [4, 6]
+    for cfg, n, _ in shapes:
+        assert (cfg.n_layers, cfg.n_heads, cfg.head_dim) == (1, 1, cfg.d_model)
+        assert cfg == ModelConfig(**{**family.base, "max_seq_len": 16, "d_model": cfg.d_model, "n_layers": 1,
+                                     "n_heads": 1})  # every other field as ModelConfig derives it
+        model = build_model(cfg)
+        assert n == count_params(cfg).total == sum(p.numel() for p in model.parameters())
+        if arch == "gpt":
+            ids = torch.randint(0, 64, (2, 16))
+            logits = model(ids)
+            assert logits.shape == (2, 16, 64) and torch.isfinite(logits).all()
+
+
+def test_the_grid_never_uses_narrower_heads(tmp_path, repo_root):
+    study = tiny(tmp_path)
+    assert sorted({p.grid.params for p in build_grid(study)}) == [5240, 6112, 12016, 15296, 20328]
+    for name, sizes in [("study_demo.yaml", [6008, 13552, 16832, 22632, 29856, 6008, 13552, 22632, 29856, 45952,
+                                             13552, 22632, 45952, 58656, 87360]),
+                        ("study_demo_chinchilla_prior.yaml", [6008, 13552, 22632, 29856, 45952, 13552, 22632, 29856,
+                                                              58656, 87360, 29856, 45952, 65120, 104560, 151032])]:
+        demo = load_study(repo_root / "jobs" / "configs" / name)
+        grid = build_grid(demo)
+        assert [p.grid.params for p in grid] == sizes  # the grids (and so their point hashes) as before
+        head_dim = family_of(demo).head_dim
+        assert all(p.grid.model["d_model"] == p.grid.model["n_heads"] * head_dim for p in grid)
 
 
 def test_an_interior_minimum_adds_nothing(tmp_path):
@@ -175,8 +273,7 @@ def test_the_next_size_continues_the_grid_spacing_beyond_every_size_trained(tmp_
     assert point.label == "C8e+08-N43K-edge" and point.kind == "grid"
     assert point.grid.steps == round(8e8 / (6 * 42880) / 128) == 24 and point.grid.tokens == 24 * 128  # D = C / 6N
     assert next_point(study, 8e8, [6112, 12016, 20328, 27552], "large").grid.params == 42880
-    assert next_point(study, 8e8, [5240, 6112], "small") == ("the family has no smaller model than N=5,240 (a "
-                                                             "smaller family.head_dim makes smaller ones)")
+    assert next_point(study, 8e8, [5240, 6112], "small").grid.params == NARROW[6]  # below the family: narrower
 
 
 # the plan
@@ -186,9 +283,13 @@ def test_the_plan_warns_where_the_prior_optimum_sits_near_an_edge_the_family_cli
     study = tiny(tmp_path)
     (warning,) = prior_warnings(study, build_grid(study))  # 2e8: prior optimum sqrt(2e8 / 6) = 5,774
     assert warning == ("warning: at C=2e+08 the prior's optimum, N=5,774, is 0.2 grid steps above its smallest size, "
-                       "N=5,240: if the minimum lands there, the study cannot extend it: the family has no smaller "
-                       "model than N=5,240 (a smaller family.head_dim makes smaller ones); another prior "
-                       "(prior.tokens_per_param, prior.law) moves the grid")
+                       "N=5,240: if the minimum lands there, the study adds up to 2 smaller size(s) there "
+                       "(edges.max_points_per_budget), first N=3,786 (one head of width 6, narrower than "
+                       "family.head_dim=8)")
+    off = tiny(tmp_path, edges={"extend": False})
+    (cannot,) = prior_warnings(off, build_grid(off))
+    assert cannot.endswith("the study cannot extend it: edge extension is off (edges.extend: false); another prior "
+                           "(prior.tokens_per_param, prior.law) moves the grid")
     centred = tiny(tmp_path, budgets=[4e8, 8e8, 1.6e9])
     assert prior_warnings(centred, build_grid(centred)) == []
 

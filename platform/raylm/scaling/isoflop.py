@@ -173,16 +173,50 @@ def _pick(shapes, wanted: np.ndarray, aspect: float):
     return sorted(picked, key=lambda item: item[1])
 
 
+NARROW_MIN_WIDTH = 4  # the narrowest one-head model below a family's smallest shape (see narrow_shapes)
+
+
+def narrow_shapes(family: ModelFamily, count_params: CountParams, seq_len: int):
+    """(config, N, aspect) of the models below the family's smallest shape: one layer, one head as wide as
+    the model, every even d_model below ``head_dim`` down to NARROW_MIN_WIDTH, the rest (d_ff, norms, ...)
+    from ``base`` as for the family's own shapes.
+
+    The family's smallest shape has one layer (one head of ``head_dim`` when ``aspect_ratio /
+    aspect_tolerance`` is below twice ``head_dim``, as in the demo's 8-wide one); depth cannot shrink below
+    one layer, so a smaller model can only be narrower, and below ``head_dim`` its one head is narrower
+    than the family's. Even widths, so that every position encoding takes them (RoPE rotates pairs of a
+    head's dimensions); at least 4 wide: two rotary pairs and a 4-wide residual stream, where the model is
+    already mostly its embedding table (vocab x d_model: 91% of N with a 512-token vocabulary) and halving
+    the width once more would leave each token two numbers. Widths the model config refuses (a base with
+    n_kv_heads > 1) are left out."""
+    from raylm.config import ModelConfig
+
+    base = {"max_seq_len": seq_len, **family.base}
+    shapes = []
+    for d in range(NARROW_MIN_WIDTH, family.head_dim, 2):
+        try:
+            cfg = ModelConfig(**{**base, "d_model": d, "n_layers": 1, "n_heads": 1})
+        except ValueError:
+            continue
+        total = count_params(cfg)
+        shapes.append((cfg, int(getattr(total, "total", total)), float(d)))
+    return shapes
+
+
 def family_model_beyond(family: ModelFamily, edge: float, target: float, *, seq_len: int,
                         count_params: CountParams):
     """The family's model closest to ``target``, picked as :func:`isoflop_grid` picks (nearest in log N, ties
     towards the aspect ratio), among its models strictly smaller than ``edge`` when ``target < edge`` and
-    strictly larger otherwise: ``(model config, N)``, or None when the family has none on that side (nothing
-    below its smallest shape, nothing above its largest within ``max_layers``)."""
+    strictly larger otherwise: ``(model config, N)``, or None when there is none on that side (nothing above
+    its largest shape within ``max_layers``; nothing below its smallest shape nor among its one-head models
+    narrower than ``head_dim``, :func:`narrow_shapes`, which are used only where the family's own shapes have
+    nothing smaller than ``edge``)."""
     smaller = target < edge
     low, high = (1.0, float(edge)) if smaller else (float(edge), math.inf)
     shapes = [s for s in _candidate_shapes(family, count_params, low, high, seq_len)
               if (s[1] < edge if smaller else s[1] > edge)]
+    if not shapes and smaller:
+        shapes = [s for s in narrow_shapes(family, count_params, seq_len) if s[1] < edge]
     if not shapes:
         return None
     ((cfg, n),) = _pick(shapes, np.array([float(target)]), family.aspect_ratio)

@@ -13,9 +13,15 @@ lies inside its sizes or a limit stops it:
   from the budget's outermost size, realised as the family's model closest to it beyond that size (the
   way the grid picks its models), trained by the study's rules (D = C / 6N in whole steps, warmup,
   evaluations) and fitted with the grid;
+- below the family's smallest shape (one layer of one head of ``head_dim``), where depth cannot shrink, the
+  smaller sizes are narrower: one layer, one head as wide as the model (d_model < ``head_dim``), even widths
+  down to NARROW_MIN_WIDTH (:func:`raylm.scaling.isoflop.narrow_shapes`), used only when the family's own
+  shapes have nothing smaller; the report names every size added with such a narrower head. The grid itself
+  never uses them;
 - at most ``edges.max_points_per_budget`` sizes are added per budget; none with fewer than ``min_steps``
-  optimizer steps, none reading more than MAX_EPOCHS epochs of the corpus, none outside the family
-  (below its smallest shape, beyond ``max_layers``). Every edge left unextended is reported with why.
+  optimizer steps, none reading more than MAX_EPOCHS epochs of the corpus, none outside the family and its
+  narrower one-head models (below d_model=NARROW_MIN_WIDTH, beyond ``max_layers``). Every edge left
+  unextended is reported with why.
 
 Nothing here trains or writes: the training is the ``train`` callable handed in (the study driver's, or
 the study's record for ``raylm study show``), so a rerun of the study reaches the same sizes from the same
@@ -30,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from raylm.scaling.isoflop import point_steps
+from raylm.scaling.isoflop import NARROW_MIN_WIDTH, point_steps
 from raylm.study.config import Study
 from raylm.study.grid import MAX_EPOCHS, StudyPoint, edge_point, model_beyond, prior_optimum, training_shape
 from raylm.study.results import PointResult
@@ -84,7 +90,8 @@ def next_point(study: Study, budget: float, sizes: Sequence[int], side: str,
     target = edge / grid_step(study) if side == "small" else edge * grid_step(study)
     model = model_beyond(study, edge, target)
     if model is None:
-        return (f"the family has no smaller model than N={edge:,} (a smaller family.head_dim makes smaller ones)"
+        return (f"the family has no smaller model than N={edge:,}, one-head models narrower than "
+                f"family.head_dim={cfg.family.head_dim} included (none is narrower than d_model={NARROW_MIN_WIDTH})"
                 if side == "small" else f"the family has no larger model than N={edge:,} (raise family.max_layers)")
     config, params = model
     which = "smaller" if side == "small" else "larger"
@@ -100,6 +107,17 @@ def next_point(study: Study, budget: float, sizes: Sequence[int], side: str,
     return point
 
 
+def narrower_head(model: dict, head_dim: int) -> str:
+    """How a size added beyond an edge departs from the family's head width: "" for a model of heads of
+    ``head_dim``, " (one head of width 6, narrower than family.head_dim=8)" for a narrower one-head model."""
+    heads = model["n_heads"]
+    width = model["d_model"] // heads
+    if width >= head_dim:
+        return ""
+    return (f" ({'one head' if heads == 1 else f'{heads} heads'} of width {width}, narrower than "
+            f"family.head_dim={head_dim})")
+
+
 @dataclass
 class BudgetEdge:
     """One budget whose minimum was at an edge: why, the sizes added beyond it, and where it ended."""
@@ -109,12 +127,17 @@ class BudgetEdge:
     added: list[PointResult] = field(default_factory=list)
     now: Edge | None = None          # the edge after the last size added; None once the minimum is inside
     limit: str | None = None         # why no further size was added while at an edge
+    head_dim: int = 0                # the family's head width: an added size with narrower heads is named so
+
+    def narrow(self, result: PointResult) -> bool:
+        return bool(narrower_head(result.point.grid.model, self.head_dim))
 
     def line(self) -> str:
         head = f"C={self.budget:.3g}: {self.first.why}"
         if not self.added:
             return f"{head}; not extended: {self.limit}"
-        sizes = ", ".join(f"N={r.point.grid.params:,}" for r in self.added)
+        sizes = ", ".join(f"N={r.point.grid.params:,}{narrower_head(r.point.grid.model, self.head_dim)}"
+                          for r in self.added)
         if self.now is None:
             return f"{head}; added {sizes}: its minimum is now inside its sizes"
         return f"{head}; added {sizes}; still at an edge: {self.limit}"
@@ -122,7 +145,9 @@ class BudgetEdge:
     def as_dict(self) -> dict:
         return {"budget": self.budget, "side": self.first.side, "why": self.first.why,
                 "added": [{"label": r.point.label, "params": r.point.grid.params, "tokens": r.point.grid.tokens,
-                           "loss": r.loss, "status": r.status} for r in self.added],
+                           "d_model": r.point.grid.model["d_model"], "n_heads": r.point.grid.model["n_heads"],
+                           "narrower_head": self.narrow(r), "loss": r.loss, "status": r.status}
+                          for r in self.added],
                 "inside_now": self.now is None, "now": self.now.why if self.now else None, "limit": self.limit}
 
 
@@ -151,8 +176,7 @@ class EdgeReport:
         """One line for the parent run's ``raylm.edges`` tag."""
         if not self.budgets:
             return "every minimum inside"
-        parts = [f"extended {', '.join(f'{b.budget:.3g} (+{len(b.added)})' for b in self.extended)}"] \
-            if self.extended else []
+        parts = [f"extended {', '.join(_tag_part(b) for b in self.extended)}"] if self.extended else []
         if self.at_an_edge:
             parts.append(f"still at an edge {', '.join(f'{b.budget:.3g}' for b in self.at_an_edge)}")
         return "; ".join(parts) or "every minimum inside after extension"
@@ -160,6 +184,11 @@ class EdgeReport:
     def as_dict(self) -> dict:
         return {"budgets": [b.as_dict() for b in self.budgets],
                 "extended": [b.budget for b in self.extended], "at_an_edge": [b.budget for b in self.at_an_edge]}
+
+
+def _tag_part(b: BudgetEdge) -> str:
+    narrow = sum(b.narrow(r) for r in b.added)
+    return f"{b.budget:.3g} (+{len(b.added)}{f', {narrow} with a narrower head' if narrow else ''})"
 
 
 Train = Callable[[list[StudyPoint]], list[PointResult]]
@@ -184,7 +213,8 @@ def extend_edges(study: Study, results: list[PointResult], train: Train, corpus_
                 state.now = edge
             if edge is None:
                 continue
-            state = states.setdefault(budget, BudgetEdge(budget, edge, now=edge))
+            state = states.setdefault(budget, BudgetEdge(budget, edge, now=edge,
+                                                         head_dim=study.config.family.head_dim))
             sizes = [r.point.grid.params for r in results if r.point.grid.budget == budget]
             proposal = _proposal(study, budget, sizes, edge.side, len(state.added), corpus_tokens)
             if isinstance(proposal, str):
@@ -192,7 +222,8 @@ def extend_edges(study: Study, results: list[PointResult], train: Train, corpus_
                 log(f"edges: C={budget:.3g}: {edge.why}; not extended{' further' if state.added else ''}: {proposal}")
             else:
                 round_points.append((state, proposal))
-                log(f"edges: C={budget:.3g}: {edge.why}; adding N={proposal.grid.params:,} ({proposal.label})")
+                log(f"edges: C={budget:.3g}: {edge.why}; adding N={proposal.grid.params:,} ({proposal.label})"
+                    f"{narrower_head(proposal.grid.model, study.config.family.head_dim)}")
         if not round_points:
             return results, EdgeReport([states[b] for b in study.config.budgets if b in states])
         trained = {r.point.label: r for r in train([p for _, p in round_points])}
@@ -242,7 +273,8 @@ def prior_warnings(study: Study, grid: list[StudyPoint], corpus_tokens: int | No
             else:
                 which = "smaller" if side == "small" else "larger"
                 then = (f"the study adds up to {cfg.edges.max_points_per_budget} {which} size(s) there "
-                        f"(edges.max_points_per_budget), first N={proposal.grid.params:,}")
+                        f"(edges.max_points_per_budget), first N={proposal.grid.params:,}"
+                        f"{narrower_head(proposal.grid.model, cfg.family.head_dim)}")
             lines.append(f"warning: at C={budget:.3g} the prior's optimum, N={optimum:,.0f}, is {where}: if the "
                          f"minimum lands there, {then}")
     return lines
