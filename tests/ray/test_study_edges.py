@@ -34,6 +34,8 @@ def test_a_minimum_at_the_edge_gets_sizes_beyond_it_trained_and_fitted(tmp_path,
         assert point.point.grid.params < min(r.point.grid.params for r in grid)  # beyond the smallest
         assert point.status == "FINISHED" and point.loss is not None and point.point.label.endswith("-edge")
     assert len(outcome.results) == 6 + len(added) and outcome.verify == []
+    # trained beside the grid, as soon as their budget was done: the rounds after it found them in the record
+    assert all(r.reused for r in added)
     fitted = outcome.recommendation.point.data  # the data every predictor was fitted to
     pairs = set(zip(fitted.params.tolist(), fitted.tokens.tolist(), strict=True))
     assert all((r.point.grid.params, r.point.grid.tokens) in pairs for r in added)

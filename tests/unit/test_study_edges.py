@@ -330,3 +330,71 @@ def test_the_edges_section_is_checked(tmp_path):
         load_study(write_study(tmp_path, edges={"max_points_per_budget": -1}))
     with pytest.raises(UserError, match="extent"):
         load_study(write_study(tmp_path, edges={"extent": True}))
+
+
+# the same sizes, trained beside the grid (raylm.study.edges_beside)
+
+
+def _beside(study, loss, at_once: int = 2, known=lambda point: None, corpus_tokens=None):
+    """Drive the grid's searcher as Tune does, ``at_once`` trials at a time, each finishing with ``loss(N, C)``;
+    the labels it handed out, in order, and the searcher."""
+    from ray.tune.search import Searcher
+
+    from raylm.study.edges_beside import EdgesBeside
+    from raylm.tune.trial import POINT_KEY
+
+    grid = build_grid(study)
+    pending = [p for p in grid if known(p) is None]
+    searcher = EdgesBeside(study, grid, pending, known, lambda p: {"tags": {"run_name": p.label}}, corpus_tokens)
+    by_label = {p.label: p for p in grid}
+    running, handed, serial = [], [], 0
+    while True:
+        while len(running) < at_once:
+            serial += 1
+            suggestion = searcher.suggest(f"t{serial}")
+            if suggestion is None or suggestion is Searcher.FINISHED:
+                break
+            label = suggestion[POINT_KEY]["tags"]["run_name"]
+            handed.append(label)
+            running.append((f"t{serial}", label))
+        if not running:
+            assert searcher.suggest("last") is Searcher.FINISHED
+            return handed, searcher
+        trial, label = running.pop(0)
+        point = by_label.get(label) or next(p for p in searcher.added if p.label == label)
+        searcher.on_trial_complete(trial, {"val/loss": loss(point.grid.params, point.grid.budget),
+                                           "step": point.grid.steps})
+
+
+@pytest.mark.parametrize("loss", [bigger_is_better, smaller_is_better,
+                                  lambda n, c: 3.0 + (math.log(n) - math.log(20_000)) ** 2])
+def test_beside_the_grid_the_same_sizes_are_added_as_in_rounds_after_it(tmp_path, loss):
+    study, _, _, report = extended(tmp_path, loss)
+    in_rounds = {b.budget: [r.point.label for r in b.added] for b in report.budgets}
+    for at_once in (1, 2, 3):
+        handed, searcher = _beside(study, loss, at_once)
+        beside = {}
+        for p in searcher.added:
+            beside.setdefault(p.grid.budget, []).append(p.label)
+        assert beside == {b: labels for b, labels in in_rounds.items() if labels}, at_once
+        grid = [p.label for p in build_grid(study)]
+        assert sorted(handed) == sorted(grid + [p.label for p in searcher.added])  # each point handed out once
+
+
+def test_beside_the_grid_an_added_size_starts_before_the_rest_of_the_grid(tmp_path):
+    study = tiny(tmp_path)
+    handed, searcher = _beside(study, smaller_is_better, at_once=2)
+    first_added = handed.index(searcher.added[0].label)
+    assert first_added < len(build_grid(study))  # queued ahead of grid points still waiting
+    assert searcher.added[0].grid.budget == min(study.config.budgets)  # the first budget done is the first extended
+
+
+def test_beside_the_grid_points_finished_before_are_not_trained_again(tmp_path):
+    study = tiny(tmp_path)
+    grid = build_grid(study)
+    losses = {p.label: smaller_is_better(p.grid.params, p.grid.budget) for p in grid}
+    _, first = _beside(study, smaller_is_better)
+    losses.update({p.label: smaller_is_better(p.grid.params, p.grid.budget) for p in first.added})
+    handed, again = _beside(study, smaller_is_better, known=lambda p: losses.get(p.label))
+    assert handed == []  # a rerun: every grid point and every added size is in the record
+    assert [p.label for p in again.added] == [p.label for p in first.added]

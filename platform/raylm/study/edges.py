@@ -216,7 +216,7 @@ def extend_edges(study: Study, results: list[PointResult], train: Train, corpus_
             state = states.setdefault(budget, BudgetEdge(budget, edge, now=edge,
                                                          head_dim=study.config.family.head_dim))
             sizes = [r.point.grid.params for r in results if r.point.grid.budget == budget]
-            proposal = _proposal(study, budget, sizes, edge.side, len(state.added), corpus_tokens)
+            proposal = proposal_for(study, budget, sizes, edge.side, len(state.added), corpus_tokens)
             if isinstance(proposal, str):
                 state.limit = proposal
                 log(f"edges: C={budget:.3g}: {edge.why}; not extended{' further' if state.added else ''}: {proposal}")
@@ -238,8 +238,10 @@ def extend_edges(study: Study, results: list[PointResult], train: Train, corpus_
                 state.limit = f"{point.label} did not finish ({result.status})"
 
 
-def _proposal(study: Study, budget: float, sizes: list[int], side: str, added: int,
-              corpus_tokens: int | None) -> StudyPoint | str:
+def proposal_for(study: Study, budget: float, sizes: list[int], side: str, added: int,
+                 corpus_tokens: int | None) -> StudyPoint | str:
+    """The next size beyond the ``side`` edge of ``sizes`` at ``budget`` after ``added`` sizes, or why there is none
+    (extension off, the cap, or :func:`next_point`'s limits)."""
     cfg = study.config.edges
     if not cfg.extend:
         return "edge extension is off (edges.extend: false)"
@@ -266,7 +268,7 @@ def prior_warnings(study: Study, grid: list[StudyPoint], corpus_tokens: int | No
                 continue
             where = (f"{distance:.1f} grid steps {'above' if side == 'small' else 'below'} its {SIZE_WORD[side]} "
                      f"size, N={edge:,}" if distance >= 0 else f"beyond its {SIZE_WORD[side]} size, N={edge:,}")
-            proposal = _proposal(study, budget, sizes, side, 0, corpus_tokens)
+            proposal = proposal_for(study, budget, sizes, side, 0, corpus_tokens)
             if isinstance(proposal, str):
                 then = (f"the study cannot extend it: {proposal}; another prior (prior.tokens_per_param, "
                         "prior.law) moves the grid")

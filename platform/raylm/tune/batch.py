@@ -14,18 +14,24 @@ from raylm.tune.trial import POINT_KEY
 
 
 def run_fixed_trials(points: list[dict], context: TrialContext, parallel_trials: int, storage: Path, name: str,
-                     max_failures: int = 1, callbacks: list | None = None):
+                     max_failures: int = 1, callbacks: list | None = None, searcher=None):
     """Run every entry of ``points`` (``{"overrides": ..., "tags": ...}``) to the end; a failed trial is
-    re-run up to ``max_failures`` times; ``callbacks``: Tune callbacks on the driver. Returns Tune's
-    ResultGrid (errors are in it, not raised). The console shows :class:`TrialProgress` (Tune's own tables only
-    with ``--verbose``)."""
+    re-run up to ``max_failures`` times; ``callbacks``: Tune callbacks on the driver. ``searcher``: a Tune
+    searcher that hands out ``points`` and may add more as results come (a study's sizes beyond an edge,
+    :mod:`raylm.study.edges_beside`). Returns Tune's ResultGrid (errors are in it, not raised). The console
+    shows :class:`TrialProgress` (Tune's own tables only with ``--verbose``)."""
     import ray.tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    if searcher is None:
+        space, search = {POINT_KEY: ray.tune.grid_search(points)}, BasicVariantGenerator(max_concurrent=parallel_trials)
+        samples, limit = 1, None
+    else:
+        space, search, samples, limit = {}, searcher, -1, parallel_trials  # until the searcher says it is done
     tuner = ray.tune.Tuner(
         trainable(context),
-        param_space={POINT_KEY: ray.tune.grid_search(points)},
-        tune_config=ray.tune.TuneConfig(search_alg=BasicVariantGenerator(max_concurrent=parallel_trials),
+        param_space=space,
+        tune_config=ray.tune.TuneConfig(search_alg=search, num_samples=samples, max_concurrent_trials=limit,
                                         reuse_actors=context.in_process),
         run_config=ray.tune.RunConfig(name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
                                       storage_path=str(storage), verbose=0 if is_quiet() else 1,

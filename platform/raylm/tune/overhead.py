@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parents[3] / "bench" / "results.json"
-# bench/trial_overhead.py on the reference machine, 2026-12-05: median warm start-up + tear-down + the gap
+# bench/trial_overhead.py on the reference machine, 2026-12-06: median warm start-up + tear-down + the gap
 # to the next trial, and the first trial of a process
 REFERENCE = {
-    "in_process": (0.27, 4.6),
-    "worker_group": (16.9, 14.0),
-    "two_workers_pool": (0.57, 14.8),
-    "two_workers": (20.6, 17.9),
+    "in_process": (0.41, 5.2),
+    "worker_group": (20.7, 19.9),
+    "two_workers_pool": (0.42, 10.1),
+    "two_workers": (26.7, 23.8),
 }
 
 

@@ -137,11 +137,15 @@ class TrialProgress(ray.tune.Callback):
         return best is None or (value < best[0] if self.mode == "min" else value > best[0])
 
     def _count(self) -> str:
-        total = self.total or len(self.seen)
+        total = self._total()
         return f"{self.finished:>{len(str(total))}}/{total}"
 
+    def _total(self) -> int:
+        """Trials expected: ``total``, or more once Tune has created more (a searcher may add trials)."""
+        return max(self.total or 0, len(self.seen))
+
     def _where(self, trials) -> str:
-        total = self.total or len(self.seen)
+        total = self._total()
         running = len(self.fraction)
         left = max(0, total - self.finished - running)
         elapsed = time.monotonic() - self.started
@@ -154,7 +158,7 @@ class TrialProgress(ray.tune.Callback):
         if self.total is None:
             return None
         mean = sum(self.seen.values()) / max(len(self.seen), 1)
-        total_work = sum(self.seen.values()) + mean * max(0, self.total - len(self.seen))
+        total_work = sum(self.seen.values()) + mean * max(0, self._total() - len(self.seen))
         done = self.done_work + sum(self.seen.get(t, mean) * f for t, f in self.fraction.items())
         if done <= 0 or done >= total_work:
             return None if done <= 0 else 0.0
