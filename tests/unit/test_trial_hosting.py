@@ -99,3 +99,22 @@ def test_the_plan_reads_the_pool_figures_for_trials_hosted_with_more_workers():
     assert layout_name(True, 2) == "two_workers_pool"
     assert layout_name(False, 2) == "two_workers"
     assert layout_name(False, 1) == "worker_group"
+
+
+def test_a_lone_verification_run_takes_the_cpus_of_the_idle_trial_slots():
+    from types import SimpleNamespace
+
+    from raylm.study.run import widened
+
+    def session(slots: int, gpu: bool = False):
+        return SimpleNamespace(parallel_trials=slots,
+                               base=SimpleNamespace(parallel=SimpleNamespace(cpus_per_worker=1.0, use_gpu=gpu)))
+
+    context = TrialContext({}, "w", None, "/s", "study-verify", in_process=True, demand={"CPU": 1.0, "GPU": 0.0})
+    payload = {"overrides": {"train.max_steps": 10}, "tags": {"run_name": "v"}}
+    wide, (one,) = widened(context, [payload], session(2))
+    assert wide.demand == {"CPU": 2.0, "GPU": 0.0}
+    assert one["overrides"] == {"train.max_steps": 10, "parallel.cpus_per_worker": 2.0} and one["tags"] == payload["tags"]
+    assert widened(context, [payload, payload], session(2)) == (context, [payload, payload])  # no slot idles
+    assert widened(context, [payload], session(2, gpu=True)) == (context, [payload])  # GPUs are not threads
+    assert widened(context, [payload], session(1)) == (context, [payload])
