@@ -398,3 +398,25 @@ def test_beside_the_grid_points_finished_before_are_not_trained_again(tmp_path):
     handed, again = _beside(study, smaller_is_better, known=lambda p: losses.get(p.label))
     assert handed == []  # a rerun: every grid point and every added size is in the record
     assert [p.label for p in again.added] == [p.label for p in first.added]
+
+
+def test_beside_the_grid_an_added_size_that_fails_stops_its_budget_as_the_rounds_do(tmp_path):
+    from ray.tune.search import Searcher
+
+    from raylm.study.edges_beside import EdgesBeside
+    from raylm.tune.trial import POINT_KEY
+
+    study = tiny(tmp_path)
+    grid = build_grid(study)
+    smallest = min(study.config.budgets)
+    mine = [p for p in grid if p.grid.budget == smallest]
+    searcher = EdgesBeside(study, mine, mine, lambda p: None, lambda p: {"tags": {"run_name": p.label}}, None)
+    for serial, point in enumerate(mine):
+        assert searcher.suggest(f"t{serial}")[POINT_KEY]["tags"]["run_name"] == point.label
+    for serial, point in enumerate(mine):
+        searcher.on_trial_complete(f"t{serial}", {"val/loss": smaller_is_better(point.grid.params, smallest),
+                                                  "step": point.grid.steps})
+    (added,) = searcher.added
+    assert searcher.suggest("edge")[POINT_KEY]["tags"]["run_name"] == added.label
+    searcher.on_trial_complete("edge", None, error=True)
+    assert searcher.suggest("next") is Searcher.FINISHED and len(searcher.added) == 1

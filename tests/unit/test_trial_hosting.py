@@ -114,7 +114,8 @@ def test_a_lone_verification_run_takes_the_cpus_of_the_idle_trial_slots():
     payload = {"overrides": {"train.max_steps": 10}, "tags": {"run_name": "v"}}
     wide, (one,) = widened(context, [payload], session(2))
     assert wide.demand == {"CPU": 2.0, "GPU": 0.0}
-    assert one["overrides"] == {"train.max_steps": 10, "parallel.cpus_per_worker": 2.0} and one["tags"] == payload["tags"]
+    assert one["overrides"] == {"train.max_steps": 10, "parallel.cpus_per_worker": 2.0}
+    assert one["tags"] == payload["tags"]
     assert widened(context, [payload, payload], session(2)) == (context, [payload, payload])  # no slot idles
     assert widened(context, [payload], session(2, gpu=True)) == (context, [payload])  # GPUs are not threads
     assert widened(context, [payload], session(1)) == (context, [payload])

@@ -73,6 +73,8 @@ class EdgesBeside(Searcher):
         loss = (result or {}).get("val/loss")
         finished = not error and (result or {}).get("step") == point.grid.steps
         self._ended(point, float(loss) if finished and isinstance(loss, (int, float)) else None)
+        if point in self.added and point.label not in self.budgets[point.grid.budget].losses:
+            self.budgets[point.grid.budget].closed = True  # an added size that did not finish stops the rounds too
         self._next_size(point.grid.budget)
 
     def _ended(self, point: StudyPoint, loss: float | None) -> None:
