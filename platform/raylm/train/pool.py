@@ -165,11 +165,9 @@ class _Watcher(threading.Thread):
         while waiting and not self._stop_event.is_set():
             done, waiting = ray.wait(waiting, num_returns=1, timeout=0.5)
             for ref in done:
-                try:
-                    ray.get(ref)
-                except Exception as exc:  # a rank raised or its process died
-                    self.error = RuntimeError(f"a training rank failed: {exc}")
-                    self.pool.abandon(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                self.error = _failure_of(ref)  # a rank raised or its process died
+                if self.error is not None:
+                    self.pool.abandon(str(self.error).splitlines()[0])
                     return
 
     def stop(self) -> None:
@@ -182,11 +180,17 @@ def _first_failure(pending: list, wait_s: float = 2.0) -> BaseException | None:
     import ray
 
     done, _ = ray.wait(pending, num_returns=len(pending), timeout=wait_s)
-    for ref in done:
-        try:
-            ray.get(ref)
-        except Exception as exc:
-            return RuntimeError(f"a training rank failed: {exc}")
+    return next((error for error in map(_failure_of, done) if error is not None), None)
+
+
+def _failure_of(ref) -> BaseException | None:
+    """The error a finished rank's call ended with, else None."""
+    import ray
+
+    try:
+        ray.get(ref)
+    except Exception as exc:
+        return RuntimeError(f"a training rank failed: {exc}")
     return None
 
 
@@ -223,7 +227,7 @@ def _start(world: int, cpus_per_worker: float, use_gpu: bool) -> WorkerPool:
         address = ray.util.get_node_ip_address()
         nodes = [address, *ray.get([actor.node.remote() for actor in actors], timeout=JOIN_TIMEOUT_S)]
         places = rank_places(nodes)
-        port = _free_port(address)
+        port = free_port(address)
         joins = [actor.join.remote(place.env(address, port, use_gpu), use_gpu)
                  for actor, place in zip(actors, places[1:], strict=True)]
         os.environ.update(places[0].env(address, port, use_gpu))
@@ -235,7 +239,8 @@ def _start(world: int, cpus_per_worker: float, use_gpu: bool) -> WorkerPool:
     return pool
 
 
-def _free_port(address: str) -> int:
+def free_port(address: str) -> int:
+    """A port free on ``address`` now, for a process group's rendezvous."""
     with socket.socket() as probe:
         probe.bind((address, 0))
         return probe.getsockname()[1]

@@ -96,7 +96,7 @@ def execute_run(cfg: RunConfig, plan: ParallelPlan, dataset, tracker: RemoteRun,
     runtime = worker_runtime(dataset, tracker.handle(), storage_root, run_name, resume_from, in_process,
                              pool=in_process and plan.world_size > 1)
     try:
-        if in_process and plan.world_size > 1:
+        if runtime["pool"]:
             result = _fit_in_pool(cfg, runtime)
         elif in_process:
             result = _fit_in_process(cfg, run_name, storage_root, runtime)
@@ -268,13 +268,11 @@ def _fit_in_pool(cfg: RunConfig, runtime: dict) -> PoolResult:
 def _single_process_group_env() -> None:
     """What DeepSpeed's ``init_distributed`` reads for a world of one, on a free local port, set once per
     process."""
-    import socket
+    from raylm.train.pool import free_port
 
     if "MASTER_PORT" in os.environ and os.environ.get("WORLD_SIZE") == "1":
         return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port("127.0.0.1")
     os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(port)})
 
