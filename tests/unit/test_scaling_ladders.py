@@ -13,7 +13,7 @@ from scipy.optimize import nnls
 from raylm.cli import main
 from raylm.errors import UserError
 from raylm.scaling import ScalingData
-from raylm.scaling.backtest.ladder import RECOMMENDED, backtest_ladder, format_summary
+from raylm.scaling.backtest.ladder import RECOMMENDED, Case, backtest_ladder, format_summary, hindsight_combination
 from raylm.scaling.backtest.leave_future_out import Ladder, Record, budget_best, cut_fits, records_of
 from raylm.scaling.intervals.calibrated import (
     calibrated_interval,
@@ -143,6 +143,22 @@ def test_stacking_weights_cancel_opposite_biases():
     assert choice.weights["approach3"] == pytest.approx(0.5, abs=0.01)
     assert choice.combine({"approach3": 1.02, "power_law": 0.98}) == pytest.approx(1.0)  # the biases cancel
     assert choice.scale > 0
+
+
+def test_hindsight_combination_finds_the_fixed_weights_that_cancel_a_known_drift():
+    cases = []
+    for i, ratio in enumerate([2.0, 4.0, 8.0, 16.0]):  # the law high, the power law low, both growing with ln(ratio)
+        a, drift = 3.0 - 0.1 * i, 0.01 * np.log(ratio)
+        for name, pred in [("approach3", a * np.exp(drift)), ("power_law", a * np.exp(-3 * drift)),
+                           ("frontier_free", a * 1.05)]:
+            cases.append(Case(_record(name, pred, a, cut=1e18, target=1e18 * ratio), 0.0, name))
+    cases.append(Case(_record(RECOMMENDED, 9.9, 3.0), 0.0, "approach3"))  # never a component
+    cases.pop(2)  # frontier_free missing at one case: not a component
+    best = hindsight_combination(cases)
+    assert best.weights == pytest.approx({"approach3": 0.75, "power_law": 0.25})
+    assert best.bucket(3.0, 10.0) == {"cases": 2, "median_abs_error": pytest.approx(0, abs=1e-12),
+                                      "max_abs_error": pytest.approx(0, abs=1e-12)}
+    assert best.as_dict()["1-3x"]["cases"] == 1 and hindsight_combination([]) is None
 
 
 def test_too_few_cases_take_the_order_whatever_their_errors():

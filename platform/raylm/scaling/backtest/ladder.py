@@ -23,7 +23,7 @@ from raylm.scaling.backtest.leave_future_out import Ladder, Record, cut_fits, re
 from raylm.scaling.data import ScalingData
 from raylm.scaling.intervals.calibrated import calibrated_quantile, interval_scale, spread_of
 from raylm.scaling.predict.pointfit import FitOptions
-from raylm.scaling.predict.stacking import choose
+from raylm.scaling.predict.stacking import choose, simplex_least_squares
 
 RECOMMENDED = "recommended"
 #: Extrapolation-ratio buckets of the summary: (label, low, high], the first closed below at 1.
@@ -124,6 +124,48 @@ def backtest_ladder(data: ScalingData, options: FitOptions, *, name: str = "ladd
                              float(choice.combine(sizes)), mine[0].n_best)
                 cases.append(Case(rec, u, choice.approach))
     return LadderBacktest(name, level, calibrated_quantile(level), cases, int(ladder.budgets.size), per_fit)
+
+
+@dataclass(frozen=True)
+class Hindsight:
+    """The best *fixed* combination of the predictors on a ladder, chosen with every answer in view.
+
+    Not a predictor (it sees the measured losses it is scored on): the floor of what any convex
+    combination with weights fixed over the ladder could reach, to tell a rule that learns its
+    weights badly from a predictor set that cannot reach a goal at all.
+    """
+
+    weights: dict[str, float]
+    cases: list[tuple[float, float]]  # (ratio, relative error) per (cut, target)
+
+    def bucket(self, low: float, high: float) -> dict:
+        err = np.abs([e for r, e in self.cases if low < r <= high])
+        if err.size == 0:
+            return {"cases": 0}
+        return {"cases": int(err.size), "median_abs_error": float(np.median(err)), "max_abs_error": float(err.max())}
+
+    def as_dict(self) -> dict:
+        return {"weights": self.weights, **{label: self.bucket(lo, hi) for label, lo, hi in BUCKETS}}
+
+
+def hindsight_combination(cases: list[Case]) -> Hindsight | None:
+    """Simplex least squares of ln(measured) on the log predictions of the predictors present at every case."""
+    table: dict[tuple[float, float], dict[str, Record]] = {}
+    for c in cases:
+        if c.record.predictor != RECOMMENDED:
+            table.setdefault((c.record.cut, c.record.target), {})[c.record.predictor] = c.record
+    if not table:
+        return None
+    comps = sorted(set.intersection(*(set(row) for row in table.values())))
+    if not comps:
+        return None
+    rows = list(table.values())
+    x = np.log([[row[k].predicted for k in comps] for row in rows])
+    y = np.log([row[comps[0]].actual for row in rows])
+    w = simplex_least_squares(x, y)
+    errors = np.expm1(x @ w - y)
+    return Hindsight({k: float(v) for k, v in zip(comps, w, strict=True) if v > 1e-9},
+                     [(row[comps[0]].ratio, float(e)) for row, e in zip(rows, errors, strict=True)])
 
 
 def format_summary(result: LadderBacktest, predictors=None) -> str:
