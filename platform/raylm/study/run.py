@@ -129,8 +129,10 @@ class StudyDriver:
 def widened(context: TrialContext, payloads: list[dict], session: DriverSession) -> tuple[TrialContext, list[dict]]:
     """Fewer CPU trials than the study runs at a time (its verification run, alone at the end) take the CPUs
     the others would have: ``parallel.cpus_per_worker`` times the trials that fit per trial, so no core idles
-    (on the 2-core reference machine the demo's verification took 104 s with two threads, 107 s with one). The
-    CPUs are part of the run's config and so of its hash: a rerun with the same concurrency finds it."""
+    (on the 2-core reference machine the demo's verification took 104 s with two threads, 107 s with one; two
+    data-parallel ranks on the trial's pool, half the micro-batch each, trained no faster: 40-48K tokens/s
+    either way). Threads do not change what a run learns, so they are not part of its hash (:func:`point_key`
+    hashes the point before this): a rerun with other concurrency finds it."""
     share = session.parallel_trials // len(payloads)
     par = session.base.parallel
     if share <= 1 or par.use_gpu:
