@@ -103,3 +103,13 @@ def test_the_cli_prints_the_summary(study_dir, capsys):
     printed = capsys.readouterr().out
     assert "80% interval" in printed and "recommended_2.4e+09.yaml" in printed
     assert main(["study", "show", str(directory), "--train.lr", "1e-3"]) == 2
+
+
+def test_a_point_outside_its_own_interval_says_why():
+    from raylm.study.summary import outside_note
+
+    assert outside_note(3.0037, [3.0214, 3.2849]) == ("; biased low in simulation: the interval corrects for it, "
+                                                      "the point does not")
+    assert "biased high" in outside_note(3.3, [3.0, 3.2])
+    assert outside_note(3.1, [3.0, 3.2]) == "" and outside_note(None, [3.0, 3.2]) == ""
+    assert outside_note(3.1, [float("nan"), float("nan")]) == "" and outside_note(3.1, None) == ""

@@ -12,6 +12,18 @@ def interval(pair) -> str:
     return f"[{num(pair[0])}, {num(pair[1])}]" if pair else "[n/a]"
 
 
+def outside_note(loss, pair) -> str:
+    """Why a predictor's point can lie outside its own interval: the interval is a pivot bootstrap
+    (docs/scaling.md), so it carries the bias the simulated studies find in that predictor (a pure power law
+    has no floor and extrapolates low by construction); the point is the predictor's own, uncorrected."""
+    if not pair or any(v is None or v != v for v in (loss, *pair)):  # n/a or NaN: nothing to compare
+        return ""
+    if pair[0] <= loss <= pair[1]:
+        return ""
+    side = "low" if loss < pair[0] else "high"
+    return f"; biased {side} in simulation: the interval corrects for it, the point does not"
+
+
 def outcome_summary(outcome, full_grid: bool | None = None) -> str:
     """The study's summary; ``full_grid``: every run's loss (default for ``raylm study show``), else the best
     run of each budget (a live study printed every run as it finished)."""
@@ -101,6 +113,7 @@ def _predictor_rows(fit: dict):
             error = errors.get(name)
             backtest = f"backtest error {100 * error:+.2f}%" if error is not None else "no backtest"
             yield name, (f"C={p['budget']:.3g}: N*={num(p['n_opt'], ',.0f')} D*={num(p['d_opt'], ',.0f')} loss "
-                         f"{num(p['loss'])} {interval(p.get('loss_interval'))}  ({backtest})")
+                         f"{num(p['loss'])} {interval(p.get('loss_interval'))}  ({backtest}"
+                         f"{outside_note(p['loss'], p.get('loss_interval'))})")
     for name, reason in (fit.get("unavailable") or {}).items():
         yield name, f"unavailable: {reason}"
