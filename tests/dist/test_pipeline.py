@@ -139,12 +139,12 @@ def _train_case(rank: int, name: str, out_dir: Path) -> None:
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    import deepspeed
+    from raylm.parallel.engine import init_distributed
 
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
-    deepspeed.init_distributed(dist_backend="gloo", verbose=False)
+    init_distributed(use_gpu=False)
     for name in CASES:
         _train_case(rank, name, Path(out_dir))
 

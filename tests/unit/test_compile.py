@@ -66,10 +66,10 @@ def _train(compile_model: bool) -> tuple[list[float], dict[str, torch.Tensor]]:
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    import deepspeed
+    from raylm.parallel.engine import init_distributed
 
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    deepspeed.init_distributed(dist_backend="gloo", verbose=False)
+    init_distributed(use_gpu=False)
     results = {}
     for flag in (False, True):
         losses, weights = _train(flag)

@@ -32,7 +32,24 @@ from raylm.parallel.plan import ParallelPlan
 def init_distributed(use_gpu: bool) -> None:
     import deepspeed
 
+    if not use_gpu:
+        skip_shared_memory_all_reduce()
     deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo")
+
+
+def skip_shared_memory_all_reduce() -> None:
+    """Keep DeepSpeed's CPU backend from compiling and loading its shared-memory all-reduce.
+
+    When a process group starts on the CPU accelerator, DeepSpeed JIT-compiles ``deepspeed_shm_comm``
+    (about 40 s on 2 cores, once per machine and virtual environment, paid by a new user's first run and by
+    every fresh CI machine; a worker killed during the build leaves its file lock held and every later run
+    waits on it). The op serves only ``deepspeed.comm.inference_all_reduce``; training reduces through
+    ``torch.distributed`` (gloo), so nothing here uses it. DeepSpeed reads ``ops.__compatible_ops__`` (a dict
+    it keeps for the process, meant to be edited) before building an op: marked incompatible, it is skipped.
+    """
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def apply_activation_checkpointing(model: nn.Module) -> None:
