@@ -101,14 +101,15 @@ def reference_training(cfg: RunConfig, dataset_dir: str, steps: int) -> Referenc
 
 @torch.no_grad()
 def reference_val_loss(cfg: RunConfig, dataset_dir: str, model: torch.nn.Module) -> float:
-    """The workers' validation loss of ``model`` (GPT): the first ``train.eval_batches`` validation
-    micro-batches of every data-parallel rank, in order, averaged."""
+    """The workers' validation loss of ``model`` (GPT): the validation split's first ``train.eval_batches``
+    x ``micro_batch_size`` x dp sequences, shared out over the data-parallel ranks, in order, averaged."""
     dp = data_parallel_size(cfg)
     model.eval()
     losses = []
     for rank in range(dp):
         loader = TokenLoader(dataset_dir, "val", batch_size=cfg.train.micro_batch_size, rank=rank, world_size=dp,
-                             seed=cfg.data.seed, shuffle=False)
+                             seed=cfg.data.seed, shuffle=False,
+                             limit=cfg.train.eval_batches * cfg.train.micro_batch_size * dp)
         for _ in range(cfg.train.eval_batches):
             batch = next(loader)
             losses.append(model(batch.inputs, targets=batch.targets).lm_loss.item())

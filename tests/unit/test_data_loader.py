@@ -82,6 +82,23 @@ def test_shuffle_is_seeded_per_epoch_and_off_when_asked(dataset):
     assert epochs(7, shuffle=False)[0] == list(range(300))
 
 
+@pytest.mark.parametrize(("world_size", "batch_size"), [(2, 4), (4, 2)])
+def test_a_limited_split_gives_every_layout_the_same_sequences(dataset, world_size, batch_size):
+    """Evaluation: 8 batches of 8 on one rank, or the same 64 sequences shared out over more ranks."""
+    def first_batches(world, batch, limit):
+        ids = []
+        for rank in range(world):
+            loader = TokenLoader(dataset, "train", batch_size=batch, rank=rank, world_size=world, shuffle=False,
+                                 limit=limit)
+            ids += ids_of(next(loader) for _ in range(64 // (batch * world)))
+        return sorted(ids)
+
+    assert first_batches(1, 8, 64) == first_batches(1, 8, None) == list(range(64))  # one rank: as before
+    assert first_batches(world_size, batch_size, 64) == list(range(64))
+    assert first_batches(world_size, batch_size, None) != list(range(64))  # each rank's own part of the split
+    assert TokenLoader(dataset, batch_size=4, limit=10_000).per_rank == 301  # a limit beyond the split: all of it
+
+
 def test_epoch_plan_visits_every_local_index_once():
     plan = EpochPlan.make(n=103, chunk_size=10, window_chunks=4, seed=0, epoch=2, rank=1, shuffle=True)
     order = plan.order()

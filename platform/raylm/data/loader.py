@@ -95,7 +95,8 @@ class TokenLoader:
     """Iterator of :class:`Batch` for one rank of one split of a token dataset (see module docstring).
 
     ``epochs=None`` repeats forever (the training loop decides when to stop); ``epochs=k`` stops
-    after ``k`` epochs counted from epoch 0.
+    after ``k`` epochs counted from epoch 0. ``limit``: only the split's first ``limit`` sequences are
+    shared out (an evaluation set that is the same for every number of ranks).
     """
 
     def __init__(
@@ -111,6 +112,7 @@ class TokenLoader:
         epochs: Optional[int] = None,
         chunk_size: int = 256,
         window_chunks: int = 64,
+        limit: Optional[int] = None,
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank ({rank}) must be in [0, world_size={world_size})")
@@ -123,7 +125,8 @@ class TokenLoader:
         self.batch_size, self.rank, self.world_size, self.seed = batch_size, rank, world_size, seed
         self.shuffle, self.epochs, self.chunk_size, self.window_chunks = shuffle, epochs, chunk_size, window_chunks
         self.num_sequences = len(self.reader)
-        self.per_rank = self.num_sequences // world_size
+        used = self.num_sequences if limit is None else min(limit, self.num_sequences)
+        self.per_rank = used // world_size
         if self.batches_per_epoch == 0:
             raise UserError(
                 f"split {split!r} of {directory} has {self.num_sequences} sequences, fewer than world_size "

@@ -95,10 +95,10 @@ class WorkerRun:
         self.last_eval: dict[str, float] = {}
         self.swa = run_weight_average(self.engine.module, cfg)  # None unless optim.swa
 
-    def _loader(self, split: str, shuffle: bool) -> TokenLoader:
+    def _loader(self, split: str, shuffle: bool, limit: int | None = None) -> TokenLoader:
         return TokenLoader(self.runtime["dataset_dir"], split, batch_size=self.plan.micro_batch,
                            rank=self.dp_rank, world_size=self.plan.dp, seed=self.cfg.data.seed,
-                           shuffle=shuffle)
+                           shuffle=shuffle, limit=limit)
 
     def run(self) -> None:
         restored = checkpoints.restore(self.engine, self.rank, self.world_size, self.runtime["storage_dir"],
@@ -223,8 +223,12 @@ class WorkerRun:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Mean validation loss over ``eval_batches`` micro-batches per replica, and its perplexity;
-        with ``optim.swa``, of the averaged weights."""
-        loader = self._loader("val", shuffle=False)
+        with ``optim.swa``, of the averaged weights. The replicas share out the validation split's first
+        ``eval_batches * micro_batch * dp`` sequences, so the set measured is the same for every number of
+        replicas with the same ``micro_batch * dp`` (one replica or two with half the micro-batch each
+        measure the same loss)."""
+        evaluated = self.cfg.train.eval_batches * self.plan.micro_batch * self.plan.dp
+        loader = self._loader("val", shuffle=False, limit=evaluated)
         micro_batches = [self._micro_inputs(loader, self.cfg.train.seed + 1, i, 0)
                          for i in range(self.cfg.train.eval_batches)]
         with self.swa.swapped_in() if self.swa is not None else contextlib.nullcontext():
