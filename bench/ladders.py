@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import Figure, emit, log
-from raylm.scaling.backtest.ladder import BUCKETS, RECOMMENDED, backtest_ladder, format_summary, hindsight_combination
+from raylm.scaling.backtest.ladder import RECOMMENDED, backtest_ladder, format_summary, hindsight_combination
 from raylm.scaling.intervals.calibrated import CALIBRATION_FILE, calibration_table, weighted_quantile
 from raylm.scaling.io import read_ladders
 from raylm.scaling.laws import BESIROGLU_2024
@@ -51,9 +51,9 @@ def synthetic_ladder():
     return "synthetic", synthetic_isoflop(BESIROGLU_2024, budgets, per_budget=7, spread=16.0, noise=0.01, seed=0)
 
 
-def _ceiling_note(ceiling) -> str:
+def _ceiling_note(ceiling: dict | None) -> str:
     """The hindsight-best fixed combination's 3-10x max error, as a note (it sees the answers: a floor, not a rival)."""
-    best = ceiling.bucket(*BUCKETS[1][1:]) if ceiling else {"cases": 0}
+    best = (ceiling or {}).get("3-10x", {"cases": 0})
     return f"; hindsight-best fixed combination max {best['max_abs_error']:.2%}" if best["cases"] else ""
 
 
@@ -96,13 +96,14 @@ def main() -> None:
         rec = [c for c in res.cases if c.record.predictor == RECOMMENDED]
         q_out = weighted_quantile(scores[sources != src], groups[sources != src], args.level)
         summary = res.summary()
-        ceiling = hindsight_combination(res.cases)
+        hindsight = hindsight_combination(res.cases)
+        ceiling = hindsight.as_dict() if hindsight else None
         s3, s30 = summary[RECOMMENDED]["3-10x"], summary[RECOMMENDED]["30-100x"]
         held_out = float(np.mean([c.covered(q_out) for c in rec])) if rec else None
         entry = {"source": src, "budgets": res.budgets, "cases": len(rec), "fit_seconds_per_cut": res.fit_seconds,
                  "3-10x": s3, "30-100x": s30, "all": summary[RECOMMENDED]["all"],
                  "coverage_leave_one_source_out": held_out, "quantile_leave_one_source_out": q_out,
-                 "every_predictor": summary, "hindsight_fixed_combination": ceiling and ceiling.as_dict()}
+                 "every_predictor": summary, "hindsight_fixed_combination": ceiling}
         details["ladders"][name] = entry
         if s3["cases"]:
             figures.append(Figure(f"{name}: recommended max |error| at 3-10x ({s3['cases']} cases)",

@@ -7,6 +7,7 @@ import itertools
 
 import numpy as np
 import pytest
+from tests.unit.blas import limit_blas_threads
 from tests.unit.synthetic_studies import random_chinchilla_study, synthetic_frontier
 
 from raylm.scaling import ScalingData
@@ -27,12 +28,6 @@ pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 def one_study(seed: int) -> tuple[bool, float, str]:
     """Whether the recommended interval of random study ``seed`` held the truth, its width, its approach."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # not a raylm dependency; only slower without it
-        threadpool_limits = None
-    if threadpool_limits is not None:
-        threadpool_limits(1)  # in a worker process of its own: many small matrix products
     data, law, target = random_chinchilla_study(seed)
     out = recommend(data, [target], fit=FitOptions(starts=CHEAP_STARTS),
                     intervals=IntervalOptions(level=LEVEL, simulations=60, seed=seed, warm_starts=1))
@@ -46,7 +41,8 @@ def test_recommended_interval_covers_the_true_optimal_loss():
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=limit_blas_threads) as pool:  # once per worker process
         hits, widths, picks = (list(v) for v in zip(*pool.map(one_study, range(STUDIES)), strict=True))
     coverage = float(np.mean(hits))
     counts = {k: picks.count(k) for k in sorted(set(picks))}

@@ -23,7 +23,7 @@ from raylm.scaling.backtest.leave_future_out import Ladder, Record, cut_fits, re
 from raylm.scaling.data import ScalingData
 from raylm.scaling.intervals.calibrated import calibrated_quantile, interval_scale, spread_of
 from raylm.scaling.predict.pointfit import FitOptions
-from raylm.scaling.predict.stacking import choose, simplex_least_squares
+from raylm.scaling.predict.stacking import case_table, choose, simplex_least_squares
 
 RECOMMENDED = "recommended"
 #: Extrapolation-ratio buckets of the summary: (label, low, high], the first closed below at 1.
@@ -150,10 +150,7 @@ class Hindsight:
 
 def hindsight_combination(cases: list[Case]) -> Hindsight | None:
     """Simplex least squares of ln(measured) on the log predictions of the predictors present at every case."""
-    table: dict[tuple[float, float], dict[str, Record]] = {}
-    for c in cases:
-        if c.record.predictor != RECOMMENDED:
-            table.setdefault((c.record.cut, c.record.target), {})[c.record.predictor] = c.record
+    table = case_table([c.record for c in cases if c.record.predictor != RECOMMENDED])
     if not table:
         return None
     comps = sorted(set.intersection(*(set(row) for row in table.values())))

@@ -59,7 +59,7 @@ def choose(records: list[Record], available: list[str]) -> Choice:
     components = [k for k in APPROACHES if k in available]
     if not components:
         return Choice(None, {}, "no predictor is available", 0)
-    table = _cases(records)
+    table = case_table(records)
     for size in range(len(components), 0, -1):
         comps, cases = _best_subset(table, components, size)
         if len(cases) >= MIN_STACK_CASES and size >= 2:
@@ -78,7 +78,9 @@ def choose(records: list[Record], available: list[str]) -> Choice:
                   f"budget): first available in the order {', '.join(APPROACHES)}", 0)
 
 
-def _cases(records: list[Record]) -> dict[tuple[float, float], dict[str, Record]]:
+def case_table(records: list[Record]) -> dict[tuple[float, float], dict[str, Record]]:
+    """The records by case, (cut, target), then by predictor; predictions that are not finite and positive
+    left out."""
     table: dict[tuple[float, float], dict[str, Record]] = defaultdict(dict)
     for r in records:
         if np.isfinite(r.predicted) and r.predicted > 0:
