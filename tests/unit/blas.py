@@ -13,4 +13,6 @@ def limit_blas_threads():
         from threadpoolctl import threadpool_limits
     except ImportError:
         return contextlib.nullcontext()
+    import numpy  # noqa: F401  the limit reaches only the BLAS libraries loaded when it is set: numpy's and
+    import scipy.linalg  # noqa: F401  scipy's own OpenBLAS, which the fits' nnls and least squares use
     return threadpool_limits(1)
