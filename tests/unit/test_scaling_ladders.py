@@ -20,6 +20,7 @@ from raylm.scaling.intervals.calibrated import (
     calibrated_quantile,
     calibration_table,
     interval_scale,
+    law_misfit,
     weighted_quantile,
 )
 from raylm.scaling.io import read_csv, read_ladders
@@ -186,12 +187,24 @@ def test_calibrated_intervals_grow_with_ratio_and_disagreement():
     u = interval_scale([3.0, 10.0, 30.0], [0.0, 0.0, 0.0], 0.01)
     assert np.all(np.diff(u) > 0)
     assert interval_scale(3.0, 0.02, 0.01) > interval_scale(3.0, 0.0, 0.01)
+    # a law that misses its own runs by m widens the interval in proportion to ln(1 + r), like s does
+    assert interval_scale(3.0, 0.0, 0.0, 0.01) == pytest.approx(interval_scale(3.0, 0.0, 0.01))
+    expected = np.sqrt((0.01 ** 2 + 0.02 ** 2) * np.log(4.0) ** 2 + 0.02 ** 2)
+    assert interval_scale(3.0, 0.02, 0.01, 0.02) == pytest.approx(expected)
+    assert interval_scale(3.0, 0.02, 0.01, float("nan")) == interval_scale(3.0, 0.02, 0.01)
     low, high = calibrated_interval(np.array([2.0, 2.0]), np.array([3.0, 3.0]), np.array([0.0, 0.01]), float("nan"),
                                     0.9)
     assert np.isnan(low[0]) and low[1] < 2.0 < high[1]  # nothing to calibrate on: no interval
     assert calibrated_quantile(0.5) < calibrated_quantile(0.9) < calibrated_quantile(0.95)
     with pytest.raises(UserError, match="levels"):
         calibrated_quantile(0.999)
+
+
+def test_law_misfit_is_the_residual_rms_over_n_minus_5_degrees_of_freedom():
+    residuals = np.array([0.01, -0.01, 0.02, -0.02, 0.0, 0.01, -0.01])
+    assert law_misfit(residuals) == pytest.approx(np.sqrt(np.sum(residuals ** 2) / 2))
+    assert np.isnan(law_misfit(residuals[:5]))  # no degree of freedom left
+    assert np.isnan(law_misfit([np.nan] * 8))
 
 
 def test_weighted_quantile_weighs_every_ladder_the_same():

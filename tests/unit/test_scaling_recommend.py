@@ -117,12 +117,16 @@ def test_two_budgets_no_backtest_first_available_in_order():
     out = recommend(data, 1e20, intervals=NO_SIMULATIONS)
     assert out.backtest.budget is None and "3+" in out.backtest.note
     assert out.approach == "frontier" and "no backtest" in out.reason
-    low, high = out.recommended[0].loss_interval  # no backtest: the interval is the predictors' disagreement
+    # no backtest: the interval is the predictors' disagreement and the law's misfit of the runs
+    low, high = out.recommended[0].loss_interval
     spread = max(p[0].loss for p in out.predictions.values()) / min(p[0].loss for p in out.predictions.values())
-    from raylm.scaling.intervals.calibrated import calibrated_quantile
+    from raylm.scaling.intervals.calibrated import calibrated_quantile, law_misfit
 
+    misfit = law_misfit(out.point.law_residuals)
+    assert 0.001 < misfit < 0.01  # the runs' 0.5% noise around the true law
+    u = np.sqrt((misfit * np.log1p(1e20 / GRID[1])) ** 2 + np.log(spread) ** 2)
     assert low < out.recommended[0].loss < high
-    assert high / low == pytest.approx(spread ** (2 * calibrated_quantile(0.9)))
+    assert high / low == pytest.approx(np.exp(2 * calibrated_quantile(0.9) * u))
 
 
 def test_unavailable_predictors_say_why():

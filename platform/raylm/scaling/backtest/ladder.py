@@ -21,7 +21,7 @@ import numpy as np
 
 from raylm.scaling.backtest.leave_future_out import Ladder, Record, cut_fits, records_of
 from raylm.scaling.data import ScalingData
-from raylm.scaling.intervals.calibrated import calibrated_quantile, interval_scale, spread_of
+from raylm.scaling.intervals.calibrated import calibrated_quantile, interval_scale, law_misfit, spread_of
 from raylm.scaling.predict.pointfit import FitOptions
 from raylm.scaling.predict.stacking import case_table, choose, simplex_least_squares
 
@@ -111,11 +111,12 @@ def backtest_ladder(data: ScalingData, options: FitOptions, *, name: str = "ladd
         inner = records_of(ladder, [f for f in fits if f.index < fit.index], upto=fit.index)
         choice = choose(inner, list(fit.point.estimates))
         own = records_of(ladder, [fit])
+        misfit = law_misfit(fit.point.law_residuals)
         for col, k in enumerate(fit.targets):
             losses = {n: e.loss[0, col] for n, e in fit.point.estimates.items()}
             sizes = {n: e.n_opt[0, col] for n, e in fit.point.estimates.items()}
             ratio = ladder.budgets[k] / fit.cut
-            u = float(interval_scale(ratio, spread_of(losses), choice.scale)[0])
+            u = float(interval_scale(ratio, spread_of(losses), choice.scale, misfit)[0])
             mine = [r for r in own if r.target == ladder.budgets[k]]
             cases += [Case(r, u, r.predictor) for r in mine]
             if choice.approach is not None:

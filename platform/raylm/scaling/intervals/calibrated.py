@@ -4,12 +4,16 @@ A simulated bootstrap knows only the noise of a law it assumes; on real ladders 
 wrong by more than that, and such intervals missed every held-out budget tried (docs/scaling.md).
 Here the interval of a prediction L_hat at target budget C is
 
-    L_hat * exp(-+ q_level * u),   u = sqrt((s * ln(1 + r))^2 + D^2)
+    L_hat * exp(-+ q_level * u),   u = sqrt((s^2 + m^2) * ln(1 + r)^2 + D^2)
 
 - r = C / (the largest budget fitted): the interval grows with the extrapolation ratio;
 - s: the data's own extrapolation error, the RMS over its leave-future-out cases of every
   component's ln(pred / actual) / ln(1 + ratio) (:attr:`raylm.scaling.predict.stacking.Choice.scale`;
   0 when there are none);
+- m: how far the data's own runs lie from the fitted Chinchilla law, the RMS of the Approach 3 log
+  residuals over n - 5 degrees of freedom (:func:`law_misfit`): a law that misses the runs it was
+  fitted on by m misses more the further it extrapolates (a ladder whose runs scatter 1-2% around the
+  law extrapolated worse than those within 0.2-0.8%, docs/scaling.md);
 - D = ln(max / min) of the available predictors' predictions at C: the interval grows when they
   disagree;
 - q_level: the ``level`` quantile of the conformity scores |ln(L_hat / L_measured)| / u of the
@@ -29,14 +33,25 @@ from pathlib import Path
 import numpy as np
 
 from raylm.errors import UserError
+from raylm.scaling.fit.objective import N_PARAMS
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 
 
-def interval_scale(ratio, spread, scale: float) -> np.ndarray:
-    """u = sqrt((s ln(1 + r))^2 + D^2) for extrapolation ratios ``ratio`` and disagreements ``spread`` (D)."""
-    s = 0.0 if not np.isfinite(scale) else float(scale)
-    return np.sqrt((s * np.log1p(np.asarray(ratio, dtype=float))) ** 2 + np.asarray(spread, dtype=float) ** 2)
+def interval_scale(ratio, spread, scale: float, misfit: float = 0.0) -> np.ndarray:
+    """u = sqrt((s^2 + m^2) ln(1 + r)^2 + D^2) for extrapolation ratios ``ratio``, disagreements ``spread`` (D),
+    the data's extrapolation error ``scale`` (s) and the law's ``misfit`` (m); s or m not finite count as 0."""
+    s = float(scale) if np.isfinite(scale) else 0.0
+    m = float(misfit) if np.isfinite(misfit) else 0.0
+    slope = (s * s + m * m) * np.log1p(np.asarray(ratio, dtype=float)) ** 2
+    return np.sqrt(slope + np.asarray(spread, dtype=float) ** 2)
+
+
+def law_misfit(log_residuals) -> float:
+    """m = sqrt(sum r^2 / (n - 5)) of the Approach 3 law's residuals ln(L / L_law) (nan with 5 runs or fewer)."""
+    r = np.asarray(log_residuals, dtype=float)
+    dof = r.size - N_PARAMS
+    return float(np.sqrt(r @ r / dof)) if dof >= 1 and np.all(np.isfinite(r)) else float("nan")
 
 
 def spread_of(predictions: dict[str, np.ndarray]) -> np.ndarray:
@@ -80,9 +95,10 @@ def calibrated_quantile(level: float, path: Path = CALIBRATION_FILE) -> float:
     return float(np.interp(level, levels, quantiles))
 
 
-def calibrated_interval(loss, ratio, spread, scale: float, level: float) -> tuple[np.ndarray, np.ndarray]:
+def calibrated_interval(loss, ratio, spread, scale: float, level: float,
+                        misfit: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) per target; nan where u is 0 (one predictor and no backtest: nothing to calibrate on)."""
-    return calibrated_bounds(loss, interval_scale(ratio, spread, scale), level)
+    return calibrated_bounds(loss, interval_scale(ratio, spread, scale, misfit), level)
 
 
 def calibrated_bounds(loss, u, level: float) -> tuple[np.ndarray, np.ndarray]:

@@ -30,6 +30,7 @@ from raylm.scaling.fit.frontier import (
     check_frontier_inputs,
     fit_frontier,
 )
+from raylm.scaling.fit.objective import log_predict
 from raylm.scaling.predict.approaches import checked_budgets
 from raylm.scaling.predict.predictors import (
     APPROACHES,
@@ -88,6 +89,11 @@ class PointFit:
     def theta(self) -> np.ndarray:
         """(1, 5) law parameters of the Approach 3 fit (nan when it failed)."""
         return np.full((1, 5), np.nan) if self.approach3 is None else self.approach3.theta[None, :]
+
+    @property
+    def law_residuals(self) -> np.ndarray:
+        """ln(L / L_law) of every run against the Approach 3 law (nan when it failed)."""
+        return np.log(self.data.loss) - log_predict(self.theta[0], self.layout.log_n, self.layout.log_d)
 
     def fits_as_dict(self) -> dict:
         return {"approach3": None if self.approach3 is None else self.approach3.as_dict(),
