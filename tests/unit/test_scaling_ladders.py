@@ -13,7 +13,14 @@ from scipy.optimize import nnls
 from raylm.cli import main
 from raylm.errors import UserError
 from raylm.scaling import ScalingData
-from raylm.scaling.backtest.ladder import RECOMMENDED, Case, backtest_ladder, format_summary, hindsight_combination
+from raylm.scaling.backtest.ladder import (
+    RECOMMENDED,
+    Case,
+    backtest_ladder,
+    format_summary,
+    hindsight_combination,
+    target_noise_of,
+)
 from raylm.scaling.backtest.leave_future_out import Ladder, Record, budget_best, cut_fits, records_of
 from raylm.scaling.intervals.calibrated import (
     calibrated_interval,
@@ -67,6 +74,21 @@ def test_harness_on_an_exact_law_knows_the_answer(exact_backtest):
     assert "recommended" in text and "3-10x" in text
     out = json.loads(json.dumps(exact_backtest.as_dict()))
     assert out["cases"][0]["rel_error"] == pytest.approx(out["cases"][0]["predicted"] / out["cases"][0]["actual"] - 1)
+
+
+def test_target_noise_is_the_measured_bests_scatter_around_one_smooth_frontier(exact_backtest):
+    """On the exact law the bests lie on a smooth frontier (within the parabola's bias); one budget's runs 2% high
+    show up as that budget's scatter, which no predictor of the later budgets could be expected to beat."""
+    assert exact_backtest.target_noise.budgets == len(BUDGETS) and exact_backtest.target_noise.max_abs < 2e-3
+    data = exact_ladder()
+    loss = np.where(np.isclose(data.flops, BUDGETS[3]), data.loss * 1.02, data.loss)
+    bumped = Ladder.build(ScalingData.from_arrays(data.params, data.tokens, loss, data.flops),
+                          FitOptions(isoflop_budgets=BUDGETS))
+    noise = target_noise_of(bumped)
+    assert 0.01 < noise.max_abs < 0.02 and noise.rms < noise.max_abs
+    few = Ladder.build(exact_ladder(BUDGETS[:3]), FitOptions(isoflop_budgets=BUDGETS[:3]))
+    assert target_noise_of(few) is None  # a free floor needs 4 budgets
+    assert json.loads(json.dumps(exact_backtest.as_dict()))["target_noise"]["budgets"] == len(BUDGETS)
 
 
 def test_recommended_learns_only_from_cases_before_the_cut():

@@ -21,6 +21,7 @@ import numpy as np
 
 from raylm.scaling.backtest.leave_future_out import Ladder, Record, cut_fits, records_of
 from raylm.scaling.data import ScalingData
+from raylm.scaling.fit.frontier import MIN_BUDGETS_FREE_FLOOR, FrontierUnavailable, fit_frontier
 from raylm.scaling.intervals.calibrated import calibrated_quantile, interval_scale, law_misfit, spread_of
 from raylm.scaling.predict.pointfit import FitOptions
 from raylm.scaling.predict.stacking import case_table, choose, simplex_least_squares
@@ -62,6 +63,7 @@ class LadderBacktest:
     cases: list[Case] = field(repr=False)
     budgets: int = 0
     fit_seconds: float = float("nan")  # median wall time of one cut's fits
+    target_noise: TargetNoise | None = None
 
     def predictors(self) -> list[str]:
         names = {c.record.predictor for c in self.cases}
@@ -80,6 +82,7 @@ class LadderBacktest:
     def as_dict(self) -> dict:
         return {"ladder": self.name, "level": self.level, "quantile": self.q, "budgets": self.budgets,
                 "fit_seconds": self.fit_seconds, "summary": self.summary(),
+                "target_noise": None if self.target_noise is None else self.target_noise.as_dict(),
                 "cases": [c.as_dict(self.q) for c in self.cases]}
 
 
@@ -124,7 +127,42 @@ def backtest_ladder(data: ScalingData, options: FitOptions, *, name: str = "ladd
                              float(choice.combine(losses)), mine[0].actual, mine[0].actual_source,
                              float(choice.combine(sizes)), mine[0].n_best)
                 cases.append(Case(rec, u, choice.approach))
-    return LadderBacktest(name, level, calibrated_quantile(level), cases, int(ladder.budgets.size), per_fit)
+    return LadderBacktest(name, level, calibrated_quantile(level), cases, int(ladder.budgets.size), per_fit,
+                          target_noise_of(ladder))
+
+
+@dataclass(frozen=True)
+class TargetNoise:
+    """How far a ladder's measured best losses lie from one smooth frontier through all of them, in hindsight.
+
+    Every backtest error is measured against a budget's best loss, itself an estimate from a few noisy
+    runs (its IsoFLOP parabola's minimum). The free-floor frontier L*(C) = E + (C0/C)^gamma (Kaplan et al.
+    2020 with an irreducible term) fitted to every budget with an interior minimum is the smooth curve a
+    perfect predictor could at best follow; its residuals ln(L*(C) / measured) are the targets' own scatter,
+    below which no predictor's max error can be expected to go.
+    """
+
+    budgets: int
+    rms: float
+    max_abs: float
+
+    def as_dict(self) -> dict:
+        return {"budgets": self.budgets, "rms_rel": self.rms, "max_abs_rel": self.max_abs,
+                "method": "free-floor frontier through every budget's measured best, fitted in hindsight"}
+
+
+def target_noise_of(ladder: Ladder) -> TargetNoise | None:
+    """:class:`TargetNoise` of the budgets with an interior minimum (None with fewer than a free floor needs)."""
+    interior = [k for k, b in enumerate(ladder.best) if b.interior]
+    if len(interior) < MIN_BUDGETS_FREE_FLOOR:
+        return None
+    budgets, losses = ladder.budgets[interior], np.array([ladder.best[k].loss for k in interior])
+    try:
+        law = fit_frontier(budgets, losses, floor=None)
+    except FrontierUnavailable:
+        return None
+    rel = law(budgets) / losses - 1.0
+    return TargetNoise(len(interior), float(np.sqrt(np.mean(rel ** 2))), float(np.max(np.abs(rel))))
 
 
 @dataclass(frozen=True)
