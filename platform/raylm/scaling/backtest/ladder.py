@@ -210,6 +210,10 @@ def format_summary(result: LadderBacktest, predictors=None) -> str:
              "errors are (predicted - measured) / measured of the best loss",
              f"{'predictor':<14}{'ratio':>9}{'cases':>7}{'median|err|':>13}{'max|err|':>10}{'bias':>9}"
              f"{'coverage':>10}{'width':>8}{'N* in 1.5x':>12}"]
+    noise = result.target_noise
+    if noise is not None:
+        lines.insert(1, f"the measured bests themselves lie up to {noise.max_abs:.2%} (RMS {noise.rms:.2%}) from one "
+                        f"smooth frontier through all {noise.budgets} budgets: errors below that follow noise")
     summary = result.summary()
     for name in predictors or result.predictors():
         for label, _, _ in BUCKETS:
