@@ -86,6 +86,7 @@ def headline_metrics(fit: dict, recommended: list[dict], verify: list[PointResul
     metrics.update({f"fit/approach2_{k}": approach2[k] for k in ("a", "b") if approach2.get(k) is not None})
     frontier = fits.get("frontier") or {}
     metrics.update({f"fit/frontier_{k}": frontier[k] for k in ("E", "C0", "gamma") if frontier.get(k) is not None})
+    metrics["fit/law_misfit"] = fit.get("law_misfit")  # the interval's m (raylm.scaling.intervals.calibrated)
     for name, error in ((fit.get("backtest") or {}).get("rel_error") or {}).items():
         if error is not None:
             metrics[f"backtest/{name}_rel_error"] = error
