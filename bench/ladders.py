@@ -56,10 +56,7 @@ def _ceiling_note(ceiling: dict | None, noise) -> str:
     see the answers: floors, not rivals)."""
     best = (ceiling or {}).get("3-10x", {"cases": 0})
     note = f"; hindsight-best fixed combination max {best['max_abs_error']:.2%}" if best["cases"] else ""
-    if noise is not None:
-        note += (f"; the measured bests themselves lie up to {noise.max_abs:.2%} (RMS {noise.rms:.2%}) from one smooth "
-                 f"frontier through all {noise.budgets}")
-    return note
+    return note + (f"; {noise.describe()}" if noise is not None else "")
 
 
 def main() -> None:

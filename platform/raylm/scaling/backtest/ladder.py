@@ -22,7 +22,7 @@ import numpy as np
 from raylm.scaling.backtest.leave_future_out import Ladder, Record, cut_fits, records_of
 from raylm.scaling.data import ScalingData
 from raylm.scaling.fit.frontier import MIN_BUDGETS_FREE_FLOOR, FrontierUnavailable, fit_frontier
-from raylm.scaling.intervals.calibrated import calibrated_quantile, interval_scale, law_misfit, spread_of
+from raylm.scaling.intervals.calibrated import calibrated_quantile, interval_scale, spread_of
 from raylm.scaling.predict.pointfit import FitOptions
 from raylm.scaling.predict.stacking import case_table, choose, simplex_least_squares
 
@@ -114,12 +114,11 @@ def backtest_ladder(data: ScalingData, options: FitOptions, *, name: str = "ladd
         inner = records_of(ladder, [f for f in fits if f.index < fit.index], upto=fit.index)
         choice = choose(inner, list(fit.point.estimates))
         own = records_of(ladder, [fit])
-        misfit = law_misfit(fit.point.law_residuals)
         for col, k in enumerate(fit.targets):
             losses = {n: e.loss[0, col] for n, e in fit.point.estimates.items()}
             sizes = {n: e.n_opt[0, col] for n, e in fit.point.estimates.items()}
             ratio = ladder.budgets[k] / fit.cut
-            u = float(interval_scale(ratio, spread_of(losses), choice.scale, misfit)[0])
+            u = float(interval_scale(ratio, spread_of(losses), choice.scale, fit.point.law_misfit)[0])
             mine = [r for r in own if r.target == ladder.budgets[k]]
             cases += [Case(r, u, r.predictor) for r in mine]
             if choice.approach is not None:
@@ -145,6 +144,10 @@ class TargetNoise:
     budgets: int
     rms: float
     max_abs: float
+
+    def describe(self) -> str:
+        return (f"the measured bests themselves lie up to {self.max_abs:.2%} (RMS {self.rms:.2%}) from one smooth "
+                f"frontier through all {self.budgets} budgets")
 
     def as_dict(self) -> dict:
         return {"budgets": self.budgets, "rms_rel": self.rms, "max_abs_rel": self.max_abs,
@@ -212,8 +215,7 @@ def format_summary(result: LadderBacktest, predictors=None) -> str:
              f"{'coverage':>10}{'width':>8}{'N* in 1.5x':>12}"]
     noise = result.target_noise
     if noise is not None:
-        lines.insert(1, f"the measured bests themselves lie up to {noise.max_abs:.2%} (RMS {noise.rms:.2%}) from one "
-                        f"smooth frontier through all {noise.budgets} budgets: errors below that follow noise")
+        lines.insert(1, f"{noise.describe()}: errors below that follow noise")
     summary = result.summary()
     for name in predictors or result.predictors():
         for label, _, _ in BUCKETS:

@@ -14,6 +14,7 @@ The availability rules (a predictor that cannot run is reported with its reason,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from raylm.scaling.fit.frontier import (
     fit_frontier,
 )
 from raylm.scaling.fit.objective import log_predict
+from raylm.scaling.intervals.calibrated import law_misfit
 from raylm.scaling.predict.approaches import checked_budgets
 from raylm.scaling.predict.predictors import (
     APPROACHES,
@@ -90,10 +92,15 @@ class PointFit:
         """(1, 5) law parameters of the Approach 3 fit (nan when it failed)."""
         return np.full((1, 5), np.nan) if self.approach3 is None else self.approach3.theta[None, :]
 
-    @property
+    @cached_property
     def law_residuals(self) -> np.ndarray:
         """ln(L / L_law) of every run against the Approach 3 law (nan when it failed)."""
         return np.log(self.data.loss) - log_predict(self.theta[0], self.layout.log_n, self.layout.log_d)
+
+    @cached_property
+    def law_misfit(self) -> float:
+        """m of the calibrated interval: the RMS of :attr:`law_residuals` over n - 5 degrees of freedom."""
+        return law_misfit(self.law_residuals)
 
     def fits_as_dict(self) -> dict:
         return {"approach3": None if self.approach3 is None else self.approach3.as_dict(),

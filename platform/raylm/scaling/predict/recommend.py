@@ -28,7 +28,7 @@ from raylm.scaling.backtest.leave_future_out import Ladder, Record, cut_fits, re
 from raylm.scaling.curves import CurveData
 from raylm.scaling.data import ScalingData
 from raylm.scaling.fit.approach3 import Approach3Fit
-from raylm.scaling.intervals.calibrated import calibrated_bounds, interval_scale, law_misfit, spread_of
+from raylm.scaling.intervals.calibrated import calibrated_bounds, interval_scale, spread_of
 from raylm.scaling.intervals.simulated import NoiseEstimate, estimate_noise
 from raylm.scaling.intervals.simulated_studies import SimulatedIntervals, simulated_intervals
 from raylm.scaling.predict.approaches import checked_budgets
@@ -73,7 +73,7 @@ class Recommendation:
             "noise": None if self.noise is None else self.noise.as_dict(),
             "bootstrap": self._bootstrap_dict(),
             "choice": None if self.choice is None else self.choice.as_dict(),
-            "law_misfit": None if self.point is None else law_misfit(self.point.law_residuals),
+            "law_misfit": None if self.point is None else self.point.law_misfit,
             "leave_future_out": leave_future_out_errors(self.cases),
             "fits": {} if self.point is None else self.point.fits_as_dict(),
         })
@@ -188,7 +188,7 @@ def _recommended(point: PointFit, choice: Choice, targets: list[float], level: f
     sizes = {k: e.n_opt[0] for k, e in point.estimates.items()}
     loss, n_opt = choice.combine(losses), choice.combine(sizes)
     ratio = np.asarray(targets) / float(np.max(point.layout.budgets if point.layout.budgets.size else point.data.flops))
-    u = interval_scale(ratio, spread_of(losses), choice.scale, law_misfit(point.law_residuals))
+    u = interval_scale(ratio, spread_of(losses), choice.scale, point.law_misfit)
     low, high = calibrated_bounds(loss, u, level)
     run_low, run_high = low, high
     if noise is not None and np.all(u > 0):  # one run's noise on top
