@@ -14,6 +14,7 @@ from raylm.config import ModelConfig
 from raylm.model.attention import LayerCache
 from raylm.model.blocks import Block, Embeddings, init_weights, make_norm
 from raylm.model.output import ModelOutput, assemble, token_cross_entropy
+from raylm.model.output_projection import OutputProjection
 
 
 class GPT(nn.Module):
@@ -23,7 +24,7 @@ class GPT(nn.Module):
         self.embed = Embeddings(cfg)
         self.blocks = nn.ModuleList(Block(cfg, i, causal=True, expert_group=expert_group) for i in range(cfg.n_layers))
         self.final_norm = make_norm(cfg) if cfg.norm_position == "pre" else None
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head = OutputProjection(cfg.d_model, cfg.vocab_size)
         init_weights(self, cfg, cfg.n_layers)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.tokens.weight

@@ -15,6 +15,7 @@ from raylm.config import ModelConfig
 from raylm.model.attention import LayerCache
 from raylm.model.blocks import Block, Embeddings, init_weights, make_norm
 from raylm.model.output import ModelOutput, assemble, token_cross_entropy
+from raylm.model.output_projection import OutputProjection
 
 
 class T5(nn.Module):
@@ -29,7 +30,7 @@ class T5(nn.Module):
         pre = cfg.norm_position == "pre"
         self.encoder_norm = make_norm(cfg) if pre else None
         self.decoder_norm = make_norm(cfg) if pre else None
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head = OutputProjection(cfg.d_model, cfg.vocab_size)
         init_weights(self, cfg, cfg.n_layers + cfg.n_decoder_layers)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.tokens.weight
