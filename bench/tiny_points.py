@@ -10,7 +10,10 @@ a DeepSpeed engine on a world-size-1 process group, exactly as an in-process tri
 once through a plain PyTorch loop over the same model, optimizer, schedule, gradient clipping
 and batches (forward, backward, clip, step, ``loss.item()``), alternating, with one thread as a
 one-CPU trial has. Tokens/s are the medians of timed windows after a warm-up; the figure is
-raylm / plain (goal: at least 0.9). Writes the ``tiny_points`` section of ``bench/results.json``.
+raylm / plain (goal: at least 0.9). For the smallest point (d_model 8) the plain loop also runs with
+an ``nn.Linear`` output head in place of :class:`raylm.model.output_projection.OutputProjection`,
+whose narrow-side-first backward is what that figure measures. Writes the ``tiny_points`` section
+of ``bench/results.json``.
 """
 
 from __future__ import annotations
@@ -67,8 +70,9 @@ def raylm_tokens_per_second(cfg, dataset, workdir: Path) -> float:
     return statistics.median(seen[1:])
 
 
-def plain_tokens_per_second(cfg, dataset) -> float:
-    """A plain PyTorch loop over the same model, optimizer, schedule, clipping and batches."""
+def plain_tokens_per_second(cfg, dataset, linear_head: bool = False) -> float:
+    """A plain PyTorch loop over the same model, optimizer, schedule, clipping and batches; ``linear_head``:
+    with a plain ``nn.Linear`` output head holding the same (tied) weight."""
     import torch
 
     from raylm.data.loader import TokenLoader
@@ -79,6 +83,10 @@ def plain_tokens_per_second(cfg, dataset) -> float:
 
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model)
+    if linear_head:
+        head = torch.nn.Linear(cfg.model.d_model, cfg.model.vocab_size, bias=False)
+        head.weight = model.lm_head.weight
+        model.lm_head = head
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer)
     specials = SpecialTokens.from_dict(dataset.special_tokens().to_dict())
@@ -120,8 +128,11 @@ def main() -> int:
     figures, details = [], {"steps": args.steps, "rounds": args.rounds, "threads": 1, "points": {}}
     for name, (point, cfg) in point_configs(args.study, args.steps).items():
         dataset = prepare_data(cfg, make_plan(cfg))
-        runs = alternate(args.rounds, {"raylm": lambda c=cfg, d=dataset: raylm_tokens_per_second(c, d, workdir),
-                                       "plain": lambda c=cfg, d=dataset: plain_tokens_per_second(c, d)})
+        contenders = {"raylm": lambda c=cfg, d=dataset: raylm_tokens_per_second(c, d, workdir),
+                      "plain": lambda c=cfg, d=dataset: plain_tokens_per_second(c, d)}
+        if name == "smallest":
+            contenders["plain_linear_head"] = lambda c=cfg, d=dataset: plain_tokens_per_second(c, d, linear_head=True)
+        runs = alternate(args.rounds, contenders)
         ratios = [r / p for r, p in zip(runs["raylm"], runs["plain"], strict=True)]
         raylm, plain = statistics.median(runs["raylm"]), statistics.median(runs["plain"])
         details["points"][name] = {"label": point.label, "params": point.grid.params,
@@ -130,6 +141,13 @@ def main() -> int:
         figures.append(Figure(f"grid point tokens/s, {name} ({point.grid.params:,} params): raylm / plain PyTorch",
                               raylm, plain, "tokens/s", anchor_name="plain PyTorch loop", goal=GOAL_RATIO,
                               ratio=statistics.median(ratios), notes=f"{point.label}, 1 thread, {args.steps} steps"))
+        if "plain_linear_head" in runs:
+            head_ratios = [p / q for p, q in zip(runs["plain"], runs["plain_linear_head"], strict=True)]
+            details["points"][name]["plain_linear_head_tokens_per_s"] = runs["plain_linear_head"]
+            figures.append(Figure(f"grid point tokens/s, {name} (d_model {cfg.model.d_model}): output projection vs "
+                                  "nn.Linear head (plain loop)", plain, statistics.median(runs["plain_linear_head"]),
+                                  "tokens/s", anchor_name="nn.Linear head", ratio=statistics.median(head_ratios),
+                                  notes="narrow-side-first backward (raylm/model/output_projection.py)"))
     emit("tiny_points", figures, details, started_at)
     return 0
 
