@@ -34,6 +34,7 @@ import numpy as np
 
 from raylm.errors import UserError
 from raylm.scaling.fit.objective import N_PARAMS
+from raylm.scaling.residuals import residual_sigma
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 
@@ -50,8 +51,7 @@ def interval_scale(ratio, spread, scale: float, misfit: float = 0.0) -> np.ndarr
 def law_misfit(log_residuals) -> float:
     """m = sqrt(sum r^2 / (n - 5)) of the Approach 3 law's residuals ln(L / L_law) (nan with 5 runs or fewer)."""
     r = np.asarray(log_residuals, dtype=float)
-    dof = r.size - N_PARAMS
-    return float(np.sqrt(r @ r / dof)) if dof >= 1 and np.all(np.isfinite(r)) else float("nan")
+    return residual_sigma(r, r.size - N_PARAMS)
 
 
 def spread_of(predictions: dict[str, np.ndarray]) -> np.ndarray:

@@ -43,6 +43,7 @@ import numpy as np
 
 from raylm.errors import UserError
 from raylm.scaling.fit.objective import N_PARAMS
+from raylm.scaling.residuals import residual_sigma
 
 CHECK_LEVEL = 0.6827  # central range of +-1 standard deviation of a normal distribution
 
@@ -82,10 +83,10 @@ def estimate_noise(law_residuals: np.ndarray, isoflop: tuple[np.ndarray, int] | 
     else:
         resid = np.asarray(law_residuals)
         dof, source = resid.size - N_PARAMS, "Approach 3 residuals"
-    if dof < 1 or not np.all(np.isfinite(resid)):
+    sigma = residual_sigma(resid, dof)
+    if not np.isfinite(sigma):
         raise UserError(f"cannot estimate the run noise from {resid.size} runs and a {N_PARAMS}-parameter law; "
                         "give it (noise=..., e.g. from repeated seeds) or add runs")
-    sigma = float(np.sqrt(resid @ resid / dof))
     return NoiseEstimate(max(sigma, 1e-12), dof, source)
 
 
