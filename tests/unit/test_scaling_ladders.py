@@ -151,6 +151,27 @@ def test_fit_backtest_command_prints_a_table_and_writes_json(tmp_path, capsys):
     assert {"rel_error", "ratio", "covered", "interval_width", "n_log_ratio"} <= set(ladder["cases"][0])
 
 
+def test_fit_backtest_of_a_ladder_too_short_for_any_cut_says_why_and_exits_2(tmp_path, capsys):
+    """Two budgets leave no cut with 3 measured budgets and a later one: a clear error, no empty table file."""
+    csv = tmp_path / "short.csv"
+    data = exact_ladder(BUDGETS[:2], sizes=7)
+    columns = zip(data.params, data.tokens, data.flops, data.loss, strict=True)
+    csv.write_text("\n".join(["experiment,params,tokens,budget,loss"]
+                             + [",".join(["short"] + [repr(float(v)) for v in row]) for row in columns]) + "\n")
+    assert main(["fit", "--csv", str(csv), "--backtest", "--starts", "coarse", "--out", str(tmp_path / "o")]) == 2
+    captured = capsys.readouterr()
+    assert "no backtest case: a cut needs 3+ budgets" in captured.out
+    assert "short has 2 budget(s), 2 with an interior minimum" in captured.err
+    assert not (tmp_path / "o" / "backtest.json").exists()
+
+
+def test_a_ladder_without_cases_says_so_in_its_json(tmp_path):
+    result = backtest_ladder(exact_ladder(BUDGETS[:2], sizes=7), FitOptions(isoflop_budgets=BUDGETS[:2]), name="short")
+    record = result.as_dict()
+    assert record["cases"] == [] and record["measured_budgets"] == 2
+    assert "a cut needs 3+ budgets" in record["no_case"]
+
+
 def _record(predictor, predicted, actual, cut=1e18, target=3e18):
     return Record(cut, 2, 2.0, target, predictor, predicted, actual, "parabola minimum", 1.0, 1.0)
 

@@ -108,6 +108,7 @@ def _backtest(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from raylm.errors import UserError
     from raylm.json_safe import json_safe
     from raylm.scaling.backtest.ladder import backtest_ladder, format_summary
     from raylm.scaling.io import has_budget_labels, read_csv, read_ladders
@@ -133,6 +134,8 @@ def _backtest(args: argparse.Namespace) -> int:
         results.append(result)
         if not args.json:
             print(format_summary(result) + "\n")
+    if not any(r.cases for r in results):
+        raise UserError(f"{args.csv}: no backtest case: " + "; ".join(r.why_empty() for r in results))
     payload = json_safe({"csv": str(args.csv), "ladders": [r.as_dict() for r in results]})
     if args.out:
         out = Path(args.out)

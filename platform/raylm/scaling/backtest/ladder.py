@@ -64,6 +64,16 @@ class LadderBacktest:
     budgets: int = 0
     fit_seconds: float = float("nan")  # median wall time of one cut's fits
     target_noise: TargetNoise | None = None
+    measured: int = 0  # budgets with an interior minimum
+    min_measured: int = 3  # measured budgets a cut needs
+
+    def why_empty(self) -> str | None:
+        """Why the ladder has no case, in words (None when it has some)."""
+        if self.cases:
+            return None
+        return (f"a cut needs {self.min_measured}+ budgets whose best size lies inside the sizes "
+                f"trained (an interior IsoFLOP minimum) and a later budget to predict; {self.name} has "
+                f"{self.budgets} budget(s), {self.measured} with an interior minimum")
 
     def predictors(self) -> list[str]:
         names = {c.record.predictor for c in self.cases}
@@ -81,6 +91,7 @@ class LadderBacktest:
 
     def as_dict(self) -> dict:
         return {"ladder": self.name, "level": self.level, "quantile": self.q, "budgets": self.budgets,
+                "measured_budgets": self.measured, "no_case": self.why_empty(),
                 "fit_seconds": self.fit_seconds, "summary": self.summary(),
                 "target_noise": None if self.target_noise is None else self.target_noise.as_dict(),
                 "cases": [c.as_dict(self.q) for c in self.cases]}
@@ -127,7 +138,7 @@ def backtest_ladder(data: ScalingData, options: FitOptions, *, name: str = "ladd
                              float(choice.combine(sizes)), mine[0].n_best)
                 cases.append(Case(rec, u, choice.approach))
     return LadderBacktest(name, level, calibrated_quantile(level), cases, int(ladder.budgets.size), per_fit,
-                          target_noise_of(ladder))
+                          target_noise_of(ladder), int(sum(b.interior for b in ladder.best)), min_measured)
 
 
 @dataclass(frozen=True)
@@ -216,6 +227,8 @@ def format_summary(result: LadderBacktest, predictors=None) -> str:
     noise = result.target_noise
     if noise is not None:
         lines.insert(1, f"{noise.describe()}: errors below that follow noise")
+    if result.why_empty():
+        return "\n".join([lines[0], f"no backtest case: {result.why_empty()}"])
     summary = result.summary()
     for name in predictors or result.predictors():
         for label, _, _ in BUCKETS:
