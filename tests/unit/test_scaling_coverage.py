@@ -13,6 +13,7 @@ from tests.unit.synthetic_studies import random_chinchilla_study, synthetic_fron
 from raylm.scaling import ScalingData
 from raylm.scaling.laws import BESIROGLU_2024, tokens_for_budget
 from raylm.scaling.predict.pointfit import FitOptions
+from raylm.scaling.predict.predictors import APPROACHES
 from raylm.scaling.predict.recommend import IntervalOptions, recommend
 
 STUDIES = 50
@@ -53,13 +54,14 @@ def test_recommended_interval_covers_the_true_optimal_loss():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_backtest_picks_the_law_that_made_the_data(seed):
-    """A pure frontier world (parabolic valleys: Approach 3's law cannot fit them) picks the frontier from
-    its one backtest case; a Chinchilla world whose first grid misses the optimum has no backtest case (a cut
-    needs 2 budgets with an interior minimum), so the first available predictor is taken."""
+    """A pure frontier world (parabolic valleys: Approach 3's law cannot fit them) has one backtest case, too
+    few to choose by: the first predictor of the order is taken, and that case shows the frontier beating
+    Approach 3's law; a Chinchilla world whose first grid misses the optimum has no backtest case (a cut
+    needs 2 budgets with an interior minimum), so the first available predictor is taken too."""
     frontier_world = synthetic_frontier(GRID, E=2.0, C0=3e19, gamma=0.12, curvature=0.1, spread=64.0,
                                         noise=0.001, seed=seed)
     out = recommend(frontier_world, [1e20], fit=FitOptions(starts=CHEAP_STARTS), intervals=NO_SIMULATIONS)
-    assert out.approach == "frontier"
+    assert out.approach == APPROACHES[0] == "frontier_gamma" and out.choice.cases == 1
     assert abs(out.backtest.rel_error["frontier"]) < abs(out.backtest.rel_error["approach3"])
     rng = np.random.default_rng(seed)
     c = np.repeat(GRID, 5)
@@ -68,4 +70,4 @@ def test_backtest_picks_the_law_that_made_the_data(seed):
     law_world = ScalingData.from_arrays(n, d, BESIROGLU_2024.loss(n, d) * np.exp(0.001 * rng.standard_normal(15)))
     out = recommend(law_world, [1e20], fit=FitOptions(starts=CHEAP_STARTS), intervals=NO_SIMULATIONS)
     assert "approach2" in out.backtest.unavailable  # the first budget has no interior minimum
-    assert out.approach == "frontier" and "no backtest" in out.reason and out.choice.cases == 0
+    assert out.approach == "frontier_gamma" and "no backtest" in out.reason and out.choice.cases == 0

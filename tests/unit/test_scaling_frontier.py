@@ -7,7 +7,13 @@ import pytest
 
 from raylm.errors import UserError
 from raylm.scaling.curves import CurveData
-from raylm.scaling.fit.frontier import FrontierUnavailable, fit_frontier, fit_frontier_rows, frontier_rows_predict
+from raylm.scaling.fit.frontier import (
+    FrontierUnavailable,
+    fit_frontier,
+    fit_frontier_rows,
+    fit_frontier_rows_pinned_exponent,
+    frontier_rows_predict,
+)
 from raylm.scaling.laws import BESIROGLU_2024
 
 BUDGETS = np.array([1e18, 3e18, 1e19, 3e19, 1e20])
@@ -28,6 +34,31 @@ def test_free_floor_is_profiled_with_four_or_more_budgets():
     assert law.floor == "fitted"
     assert law.E == pytest.approx(1.9, abs=2e-3) and law.gamma == pytest.approx(0.13, rel=0.02)
     assert law(1e21) == pytest.approx(1.9 + (3e19 / 1e21) ** 0.13, rel=1e-4)
+
+
+def test_pinned_exponent_recovers_floor_and_scale_from_two_budgets():
+    minima = 1.9 + (3e19 / BUDGETS) ** 0.13
+    e, log_c0, gamma = fit_frontier_rows_pinned_exponent(np.log(BUDGETS[:2]), minima[None, :2], 0.13)
+    assert e[0] == pytest.approx(1.9, rel=1e-9) and np.exp(log_c0[0]) == pytest.approx(3e19, rel=1e-6)
+    assert gamma[0] == 0.13
+    assert frontier_rows_predict(e, log_c0, gamma, [1e21])[0, 0] == pytest.approx(1.9 + (3e19 / 1e21) ** 0.13)
+
+
+def test_pinned_exponent_per_row_and_where_it_is_undetermined():
+    minima = np.vstack([2.0 + (1e19 / BUDGETS) ** 0.2,  # exact at gamma 0.2
+                        np.r_[3.0, np.full(4, np.nan)],  # one budget measured: undetermined
+                        0.5 * (1e19 / BUDGETS) ** 0.4])  # steeper than the pinned 0.1 allows: a negative floor
+    e, _, gamma = fit_frontier_rows_pinned_exponent(np.log(BUDGETS), minima, np.array([0.2, 0.2, 0.1]))
+    assert e[0] == pytest.approx(2.0, rel=1e-9) and gamma[0] == 0.2
+    assert np.isnan(e[1:]).all() and np.isnan(gamma[1:]).all()
+
+
+def test_the_reference_exponent_is_the_chinchilla_refit_optimum_exponent():
+    """alpha beta / (alpha + beta) of Besiroglu et al. (2024): 0.3478 * 0.3658 / 0.7136."""
+    from raylm.scaling.predict.predictors import APPROACHES, REFERENCE_EXPONENT
+
+    assert REFERENCE_EXPONENT == pytest.approx(0.17829, abs=1e-5) == BESIROGLU_2024.frontier_exponent
+    assert APPROACHES[0] == "frontier_gamma"
 
 
 def test_the_chinchilla_optimum_is_a_frontier():

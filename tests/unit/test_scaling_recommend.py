@@ -46,7 +46,7 @@ def chinchilla_grid(offsets, noise: float, seed: int, spread: float = 16.0) -> S
 
 
 def test_every_predictor_at_every_target_with_intervals(result):
-    assert set(result.predictions) == {"frontier", "approach3", "approach2", "power_law"}
+    assert set(result.predictions) == {"frontier_gamma", "frontier", "approach3", "approach2", "power_law"}
     assert result.unavailable["approach1"] == "no training curves given"
     assert "needs 4+" in result.unavailable["frontier_free"]  # 3 budgets: a free floor is not determined
     assert result.approach in result.predictions
@@ -116,7 +116,7 @@ def test_two_budgets_no_backtest_first_available_in_order():
     data = synthetic_isoflop(LAW, GRID[:2], per_budget=5, spread=16.0, noise=0.005, seed=2)
     out = recommend(data, 1e20, intervals=NO_SIMULATIONS)
     assert out.backtest.budget is None and "3+" in out.backtest.note
-    assert out.approach == "frontier" and "no backtest" in out.reason
+    assert out.approach == "frontier_gamma" and "no backtest" in out.reason
     # no backtest: the interval is the predictors' disagreement and the law's misfit of the runs
     low, high = out.recommended[0].loss_interval
     spread = max(p[0].loss for p in out.predictions.values()) / min(p[0].loss for p in out.predictions.values())
@@ -134,6 +134,7 @@ def test_unavailable_predictors_say_why():
     out = recommend(data, 1e20, fit=FitOptions(floor=None), intervals=NO_SIMULATIONS)
     assert "approach2" in out.unavailable and "minimum outside" in out.unavailable["approach2"]
     assert "no budget has its minimum inside the sizes trained" in out.unavailable["frontier"]
+    assert "0 budget(s) with an interior minimum" in out.unavailable["frontier_gamma"]
     assert out.approach == "approach3" and "no backtest" in out.reason
 
 

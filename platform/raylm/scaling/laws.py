@@ -89,6 +89,12 @@ class ChinchillaLaw:
         """Exponent of D* ~ C^b: b = alpha / (alpha + beta) (Hoffmann et al. 2022, eq. 4)."""
         return self.alpha / (self.alpha + self.beta)
 
+    @property
+    def frontier_exponent(self) -> float:
+        """gamma of the optimum's L*(C) = E + K C^-gamma: gamma = alpha beta / (alpha + beta) (Hoffmann et al. 2022,
+        eq. 4 substituted into eq. 2)."""
+        return self.alpha * self.beta / (self.alpha + self.beta)
+
     def loss(self, n_params: Any, n_tokens: Any) -> Any:
         """The predicted loss L(N, D)."""
         n = np.asarray(n_params, dtype=float)

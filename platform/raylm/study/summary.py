@@ -42,8 +42,10 @@ def outcome_summary(outcome, full_grid: bool | None = None) -> str:
     if outcome.edges is not None:  # which budgets' minima were at an edge, and the sizes added there
         lines += ["", *outcome.edges.summary()]
     lines += ["", "predictions at the target budget(s), best backtest first:"]
-    for name, row in _predictor_rows(outcome.fit):
-        lines.append(f"  {name:<10} {row}")
+    rows = list(_predictor_rows(outcome.fit))
+    width = max((len(name) for name, _ in rows), default=0)
+    for name, row in rows:
+        lines.append(f"  {name:<{width}} {row}")
     top = outcome.recommended[0]
     lines += ["", f"backtest: {outcome.fit.get('reason', '')}"]
     lines += [f"recommended ({top['approach']}): at C={top['budget']:.3g} train N*={top['n_opt']:,.0f} on "

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_BUDGETS_PINNED_FLOOR = 2
+MIN_BUDGETS_PINNED_EXPONENT = 2
 MIN_BUDGETS_FREE_FLOOR = 4
 _FLOOR_GRID = 96  # candidate floors per refinement pass of the free-floor profile
 
@@ -98,6 +99,37 @@ def fit_frontier_rows(log_c: np.ndarray, losses: np.ndarray, floor: np.ndarray |
         u, v, _ = _line_given_floor(x, y, e, ok)
         return _as_params(e, u, v)
     return _profile_floor(x, y, ok)
+
+
+def fit_frontier_rows_pinned_exponent(log_c: np.ndarray, losses: np.ndarray,
+                                      gamma) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(E, ln C0, gamma) per row of ``losses`` (S, K) at ``log_c`` (K,) with the exponent ``gamma`` (S,) or a
+    number pinned; nan where undetermined (fewer than 2 finite minima, E < 0 or no decrease).
+
+    Given gamma the law L = E + A exp(-gamma (x - xbar)) is linear in (E, A): weighted least squares with
+    weights 1 / L^2, the first-order equivalent of least squares on ln L. Two budgets determine it, and
+    the floor is no longer the free parameter that a short ladder cannot pin down (docs/scaling.md).
+    """
+    y = np.asarray(losses, dtype=float)
+    s = y.shape[0]
+    ok = np.isfinite(y) & (y > 0)
+    x = np.broadcast_to(np.asarray(log_c, dtype=float), y.shape)
+    g = np.broadcast_to(np.asarray(gamma, dtype=float).reshape(-1), (s,))
+    with np.errstate(all="ignore"):
+        xbar = np.where(ok, x, 0.0).sum(1) / np.maximum(ok.sum(1), 1)
+        f = np.exp(-g[:, None] * (x - xbar[:, None]))
+        w = np.where(ok, 1.0 / np.where(ok, y, 1.0) ** 2, 0.0)
+        yy = np.where(ok, y, 0.0)
+        s11, s12, s22 = w.sum(1), (w * f).sum(1), (w * f * f).sum(1)
+        b1, b2 = (w * yy).sum(1), (w * f * yy).sum(1)
+        det = s11 * s22 - s12 ** 2
+        e = (s22 * b1 - s12 * b2) / det
+        a = (s11 * b2 - s12 * b1) / det
+        good = ((ok.sum(1) >= MIN_BUDGETS_PINNED_EXPONENT) & (det > 1e-12 * s11 * s22) & (e >= 0) & (a > 0)
+                & np.isfinite(g) & (g > 0))
+        log_c0 = xbar + np.log(a) / g  # A exp(-gamma (x - xbar)) = (C0 / C)^gamma
+    nan = np.full(s, np.nan)
+    return np.where(good, e, nan), np.where(good, log_c0, nan), np.where(good, g, nan)
 
 
 def frontier_rows_predict(e: np.ndarray, log_c0: np.ndarray, gamma: np.ndarray, budgets) -> np.ndarray:

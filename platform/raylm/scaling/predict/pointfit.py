@@ -7,7 +7,8 @@ The availability rules (a predictor that cannot run is reported with its reason,
 - ``approach2``: 2+ budgets with 3+ sizes and an interior parabola minimum (:func:`fit_approach2`);
 - ``frontier``: 2+ budgets with 3+ sizes and an interior minimum (4+ with a free floor), a floor below
   every budget's minimum loss, and minima that decrease with compute (:mod:`raylm.scaling.fit.frontier`);
-  ``frontier_free`` the same with 4+ such budgets, ``power_law`` with E = 0;
+  ``frontier_free`` the same with 4+ such budgets, ``power_law`` with E = 0; ``frontier_gamma`` (its
+  exponent pinned) 2+ such budgets and a fitted floor E >= 0;
 - ``approach1``: training curves of 2+ runs whose envelope changes model size (:mod:`raylm.scaling.fit.approach1`).
 """
 
@@ -26,6 +27,7 @@ from raylm.scaling.fit.approach2 import Approach2Fit, Approach2Unavailable, fit_
 from raylm.scaling.fit.approach3 import DEFAULT_DELTA, Approach3Fit, fit_approach3
 from raylm.scaling.fit.frontier import (
     MIN_BUDGETS_FREE_FLOOR,
+    MIN_BUDGETS_PINNED_EXPONENT,
     FrontierLaw,
     FrontierUnavailable,
     check_frontier_inputs,
@@ -187,6 +189,9 @@ def _frontier(layout: Layout, data: ScalingData, a3, options: FitOptions, unavai
     _, l_opt, interior, best = isoflop_rows(layout, data.loss[None, :])
     minima = frontier_minima(l_opt, interior, best)[0]
     measured = np.isfinite(minima)
+    if np.unique(layout.budgets[measured]).size < MIN_BUDGETS_PINNED_EXPONENT:
+        unavailable["frontier_gamma"] = (f"{int(measured.sum())} budget(s) with an interior minimum; the frontier "
+                                         f"with a pinned exponent needs {MIN_BUDGETS_PINNED_EXPONENT}+")
     if np.unique(layout.budgets[measured]).size < MIN_BUDGETS_FREE_FLOOR:
         unavailable["frontier_free"] = (f"{int(measured.sum())} budget(s) with an interior minimum; a free floor "
                                         f"needs {MIN_BUDGETS_FREE_FLOOR}+")

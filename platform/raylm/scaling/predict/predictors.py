@@ -9,6 +9,13 @@ subset) and the parametric bootstrap (S simulated rows, :mod:`raylm.scaling.inte
 - ``approach2``: IsoFLOP parabolas of the loss in ln N, their interior minima, N* = k_N C^a by least
   squares in log-log space (section 3.2), D* = C / (6 N*); its loss is the Approach 3 law of the same
   row at that allocation (Approach 2 has no loss law of its own).
+- ``frontier_gamma``: the frontier L*(C) = E + (C0/C)^gamma through the per-budget minima with its exponent
+  pinned to the reference law's, gamma = alpha beta / (alpha + beta) = 0.178 of Epoch's refit of the
+  Chinchilla data (Besiroglu et al. 2024; Hoffmann et al. 2022, eq. 4), E and C0 fitted
+  (:func:`~raylm.scaling.fit.frontier.fit_frontier_rows_pinned_exponent`). A few budgets determine a
+  floor or an exponent badly, never both well; the exponents of compute-optimal loss vary far less
+  between studies than the floors do, so the exponent is the one taken from outside. N*, D* as the
+  frontier's.
 - ``frontier``: per-budget minimum losses (the parabola minimum where it is interior to the sizes,
   else the lowest measured loss of the budget, an upper bound) fitted by L*(C) = E + (C0/C)^gamma
   (:mod:`raylm.scaling.fit.frontier`, Kaplan et al. 2020 with a floor); E pinned to the same row's
@@ -35,15 +42,19 @@ from raylm.scaling.fit.approach2 import MIN_RUNS_PER_BUDGET, group_budgets
 from raylm.scaling.fit.batched_newton import minimize_batched
 from raylm.scaling.fit.frontier import (
     MIN_BUDGETS_FREE_FLOOR,
+    MIN_BUDGETS_PINNED_EXPONENT,
     MIN_BUDGETS_PINNED_FLOOR,
     fit_frontier_rows,
+    fit_frontier_rows_pinned_exponent,
     frontier_rows_predict,
 )
 from raylm.scaling.fit.objective import _BLOCK_ELEMENTS, LogData, objective_grad_hess
-from raylm.scaling.laws import FLOPS_PER_PARAM_TOKEN
+from raylm.scaling.laws import BESIROGLU_2024, FLOPS_PER_PARAM_TOKEN
 
 #: Every predictor, in the order that breaks ties in the backtest.
-APPROACHES = ("frontier", "approach3", "approach2", "frontier_free", "power_law", "approach1")
+APPROACHES = ("frontier_gamma", "frontier", "approach3", "approach2", "frontier_free", "power_law", "approach1")
+#: The frontier exponent ``frontier_gamma`` pins: alpha beta / (alpha + beta) of Epoch's Chinchilla refit.
+REFERENCE_EXPONENT = BESIROGLU_2024.frontier_exponent
 
 
 @dataclass(frozen=True)
@@ -214,6 +225,10 @@ def estimate_rows(layout: Layout, losses: np.ndarray, theta: np.ndarray, targets
     allocation = Estimates(np.where(use_a2, a2.n_opt, a3.n_opt), np.where(use_a2, a2.d_opt, a3.d_opt), a3.loss)
     measured = interior.sum(axis=1).max(initial=0)
     need = MIN_BUDGETS_FREE_FLOOR if layout.floor is None else MIN_BUDGETS_PINNED_FLOOR
+    if measured >= MIN_BUDGETS_PINNED_EXPONENT:
+        e, log_c0, gamma = fit_frontier_rows_pinned_exponent(np.log(layout.budgets), minima, REFERENCE_EXPONENT)
+        out["frontier_gamma"] = Estimates(allocation.n_opt, allocation.d_opt,
+                                          frontier_rows_predict(e, log_c0, gamma, targets))
     if measured >= need:
         out["frontier"] = frontier_rows(layout, minima, frontier_floor(layout, theta), allocation, targets)
     if layout.floor is not None and measured >= MIN_BUDGETS_FREE_FLOOR:

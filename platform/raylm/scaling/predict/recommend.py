@@ -1,11 +1,12 @@
 """One call from a finished IsoFLOP grid to a recommended, honest prediction for bigger budgets.
 
 ``recommend(data, targets)`` fits every predictor (:mod:`raylm.scaling.predict.predictors`: Approaches 1, 2
-and 3 of Hoffmann et al. 2022, the compute frontier L*(C) = E + (C0/C)^gamma with its floor pinned
-to the law's E, fitted, or 0), scores them on the data's own leave-future-out cases
-(:mod:`raylm.scaling.backtest.leave_future_out`: fit up to each earlier budget, predict the later ones) and
-recommends by the rule of :mod:`raylm.scaling.predict.stacking`: their stacked combination with weights
-learnt from those cases, one predictor when there are too few, the frontier without any. The
+and 3 of Hoffmann et al. 2022, the compute frontier L*(C) = E + (C0/C)^gamma with its exponent pinned
+to the reference law's, or its floor pinned to the law's E, fitted, or 0), scores them on the data's
+own leave-future-out cases (:mod:`raylm.scaling.backtest.leave_future_out`: fit up to each earlier budget,
+predict the later ones) and recommends by the rule of :mod:`raylm.scaling.predict.stacking`: their
+stacked combination with weights learnt from those cases, else the first available predictor of the
+order (the frontier with its exponent pinned). The
 recommended interval is calibrated on real extrapolation errors
 (:mod:`raylm.scaling.intervals.calibrated`: it grows with the extrapolation ratio, the data's own
 backtest errors and the predictors' disagreement); every predictor keeps its own simulated

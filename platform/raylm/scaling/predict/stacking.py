@@ -14,8 +14,9 @@ budgets it already measured). The rule, in order:
    N*. Components are the predictors available at the targets, dropped one at a time (the one with
    the fewest records first) until enough cases remain.
 2. With fewer cases (a study of three budgets has one), the first available predictor in
-   :data:`~raylm.scaling.predict.predictors.APPROACHES` (the frontier with a pinned floor first: the most
-   consistent single predictor on the public ladders). One case does not choose: on 100 synthetic
+   :data:`~raylm.scaling.predict.predictors.APPROACHES` (the frontier with its exponent pinned first: on
+   every public ladder its max error at 3-10x and 30-100x is below the pinned-floor frontier's,
+   docs/scaling.md). One case does not choose: on 100 synthetic
    Chinchilla studies of three budgets, picking by the smallest error on it chose the pure power law,
    biased low by construction, 30 times.
 """
