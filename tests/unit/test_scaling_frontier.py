@@ -10,6 +10,7 @@ from raylm.scaling.curves import CurveData
 from raylm.scaling.fit.frontier import (
     FrontierUnavailable,
     fit_frontier,
+    fit_frontier_pinned_exponent,
     fit_frontier_rows,
     fit_frontier_rows_pinned_exponent,
     frontier_rows_predict,
@@ -51,6 +52,18 @@ def test_pinned_exponent_per_row_and_where_it_is_undetermined():
     e, _, gamma = fit_frontier_rows_pinned_exponent(np.log(BUDGETS), minima, np.array([0.2, 0.2, 0.1]))
     assert e[0] == pytest.approx(2.0, rel=1e-9) and gamma[0] == 0.2
     assert np.isnan(e[1:]).all() and np.isnan(gamma[1:]).all()
+
+
+def test_one_frontier_with_a_pinned_exponent_or_the_reason_it_has_none():
+    minima = 1.9 + (3e19 / BUDGETS) ** 0.13
+    law = fit_frontier_pinned_exponent(BUDGETS[:3], minima[:3], 0.13)
+    assert (law.floor, law.exponent, law.gamma) == ("fitted", "pinned", 0.13)
+    assert law.E == pytest.approx(1.9, rel=1e-9) and law(1e21) == pytest.approx(1.9 + (3e19 / 1e21) ** 0.13)
+    assert law.as_dict()["exponent"] == "pinned"
+    with pytest.raises(FrontierUnavailable, match="needs 2\\+ budgets, got 1"):
+        fit_frontier_pinned_exponent(BUDGETS[:1], minima[:1], 0.13)
+    with pytest.raises(FrontierUnavailable, match="no floor E >= 0"):
+        fit_frontier_pinned_exponent(BUDGETS, 0.5 * (1e19 / BUDGETS) ** 0.4, 0.1)
 
 
 def test_the_reference_exponent_is_the_chinchilla_refit_optimum_exponent():

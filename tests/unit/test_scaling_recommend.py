@@ -51,6 +51,9 @@ def test_every_predictor_at_every_target_with_intervals(result):
     assert "needs 4+" in result.unavailable["frontier_free"]  # 3 budgets: a free floor is not determined
     assert result.approach in result.predictions
     assert [p.loss for p in result.recommended] == pytest.approx([p.loss for p in result.predictions[result.approach]])
+    # the law reported for the frontier with a pinned exponent is the one behind its predictions
+    law = result.point.frontier_gamma
+    assert [p.loss for p in result.predictions["frontier_gamma"]] == pytest.approx(list(law(np.array(TARGETS))))
     truth = LAW.optimal_loss(np.array(TARGETS))
     for name, preds in result.predictions.items():
         if name == "power_law":  # no floor: biased low by construction, checked in test_scaling_frontier
@@ -92,6 +95,7 @@ def test_as_dict_is_json(result):
             "level"} <= set(rec)
     assert out["backtest"]["held_out_budget"] == pytest.approx(1e19)
     assert out["fits"]["frontier"]["floor"] == "pinned"
+    assert out["fits"]["frontier_gamma"]["exponent"] == "pinned" and out["fits"]["frontier_gamma"]["floor"] == "fitted"
     assert out["fits"]["frontier"]["E"] == pytest.approx(out["fits"]["approach3"]["E"])
 
 

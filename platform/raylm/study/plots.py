@@ -17,13 +17,15 @@ def write_study_plots(out_dir: Path, outcome, study) -> list[Path]:
     point = getattr(outcome.recommendation, "point", None)
     paths = write_plots(out_dir, scaling_data(ok), approach2=getattr(point, "approach2", None),
                         approach3=getattr(point, "approach3", None), targets=study.config.targets)
-    paths.append(plot_frontier(out_dir / "frontier.png", outcome, getattr(point, "frontier", None)))
+    paths.append(plot_frontier(out_dir / "frontier.png", outcome, getattr(point, "frontier", None),
+                               getattr(point, "frontier_gamma", None)))
     paths.append(plot_envelope(out_dir / "approach1_envelope.png", ok))
     return paths
 
 
-def plot_frontier(path: Path, outcome, frontier) -> Path:
-    """Best loss per budget, the fitted frontier L*(C), the prediction with its interval, the verification."""
+def plot_frontier(path: Path, outcome, frontier, frontier_gamma=None) -> Path:
+    """Best loss per budget, the fitted frontiers L*(C) (floor pinned; exponent pinned), the prediction with its
+    interval, the verification."""
     fig, ax = new_figure(7, 4.5)
     by_budget: dict[float, list] = {}
     for r in outcome.results:
@@ -35,9 +37,10 @@ def plot_frontier(path: Path, outcome, frontier) -> Path:
     ax.scatter(*zip(*minima, strict=True), color="C0", s=40, label="best run per budget")
     top = outcome.recommended[0]
     c = np.geomspace(min(by_budget) / 1.5, top["budget"] * 1.5, 100)
-    if frontier is not None:
-        ax.plot(c, frontier.E + (frontier.C0 / c) ** frontier.gamma, color="C1",
-                label=f"frontier L*(C) = {frontier.E:.3f} + ({frontier.C0:.3g}/C)^{frontier.gamma:.3f}")
+    for law, color, what in ((frontier, "C1", "floor pinned"), (frontier_gamma, "C2", "exponent pinned")):
+        if law is not None:
+            ax.plot(c, law(c), color=color,
+                    label=f"frontier, {what}: L*(C) = {law.E:.3f} + ({law.C0:.3g}/C)^{law.gamma:.3f}")
     low, high = top.get("loss_interval") or (None, None)
     known = low is not None and high is not None and np.isfinite([low, high]).all()
     # an interval that does not hold its own prediction (a hull of others) still draws: bars never negative

@@ -31,19 +31,21 @@ _FLOOR_GRID = 96  # candidate floors per refinement pass of the free-floor profi
 
 @dataclass(frozen=True)
 class FrontierLaw:
-    """L*(C) = E + (C0 / C)^gamma; ``floor`` says whether E was ``"pinned"`` or ``"fitted"``."""
+    """L*(C) = E + (C0 / C)^gamma; ``floor`` and ``exponent`` say whether E and gamma were ``"pinned"`` or
+    ``"fitted"``."""
 
     E: float
     C0: float
     gamma: float
     floor: str = "pinned"
+    exponent: str = "fitted"
 
     def __call__(self, budget):
         c = np.asarray(budget, dtype=float)
         return self.E + (self.C0 / c) ** self.gamma
 
     def as_dict(self) -> dict:
-        return {"E": self.E, "C0": self.C0, "gamma": self.gamma, "floor": self.floor}
+        return {"E": self.E, "C0": self.C0, "gamma": self.gamma, "floor": self.floor, "exponent": self.exponent}
 
 
 class FrontierUnavailable(ValueError):
@@ -65,6 +67,24 @@ def fit_frontier(budgets, losses, floor: float | None = None) -> FrontierLaw:
                                   f"as a power law (gamma = {gamma[0]:.3g})")
     return FrontierLaw(E=float(e[0]), C0=float(np.exp(log_c0[0])), gamma=float(gamma[0]),
                        floor="fitted" if floor is None else "pinned")
+
+
+def fit_frontier_pinned_exponent(budgets, losses, gamma: float) -> FrontierLaw:
+    """One frontier through per-budget minimum ``losses`` with its exponent ``gamma`` pinned, E and C0 fitted.
+
+    Raises :class:`FrontierUnavailable` with the reason when the points do not determine it.
+    """
+    c = np.asarray(budgets, dtype=float)
+    y = np.asarray(losses, dtype=float)
+    if np.unique(c).size < MIN_BUDGETS_PINNED_EXPONENT:
+        raise FrontierUnavailable(f"the frontier with a pinned exponent needs {MIN_BUDGETS_PINNED_EXPONENT}+ budgets, "
+                                  f"got {np.unique(c).size}")
+    e, log_c0, g = fit_frontier_rows_pinned_exponent(np.log(c), y[None, :], float(gamma))
+    if not np.isfinite(e[0]):
+        raise FrontierUnavailable(f"the minimum losses {np.round(y, 4).tolist()} give no floor E >= 0 with the "
+                                  f"exponent pinned at {gamma:.3g}")
+    return FrontierLaw(E=float(e[0]), C0=float(np.exp(log_c0[0])), gamma=float(g[0]), floor="fitted",
+                       exponent="pinned")
 
 
 def check_frontier_inputs(budgets: np.ndarray, losses: np.ndarray, floor: float | None) -> None:

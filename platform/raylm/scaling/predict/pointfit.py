@@ -32,12 +32,14 @@ from raylm.scaling.fit.frontier import (
     FrontierUnavailable,
     check_frontier_inputs,
     fit_frontier,
+    fit_frontier_pinned_exponent,
 )
 from raylm.scaling.fit.objective import log_predict
 from raylm.scaling.intervals.calibrated import law_misfit
 from raylm.scaling.predict.approaches import checked_budgets
 from raylm.scaling.predict.predictors import (
     APPROACHES,
+    REFERENCE_EXPONENT,
     Estimates,
     Layout,
     estimate_rows,
@@ -88,6 +90,7 @@ class PointFit:
     frontier: FrontierLaw | None
     estimates: dict[str, Estimates] = field(repr=False)
     unavailable: dict[str, str]
+    frontier_gamma: FrontierLaw | None = None  # the frontier with its exponent pinned
 
     @property
     def theta(self) -> np.ndarray:
@@ -108,7 +111,8 @@ class PointFit:
         return {"approach3": None if self.approach3 is None else self.approach3.as_dict(),
                 "approach2": None if self.approach2 is None else self.approach2.as_dict(),
                 "approach1": None if self.approach1 is None else self.approach1.as_dict(),
-                "frontier": None if self.frontier is None else self.frontier.as_dict()}
+                "frontier": None if self.frontier is None else self.frontier.as_dict(),
+                "frontier_gamma": None if self.frontier_gamma is None else self.frontier_gamma.as_dict()}
 
 
 def fit_point(data: ScalingData, targets, options: FitOptions, curves: CurveData | None = None,
@@ -167,7 +171,8 @@ def fit_point(data: ScalingData, targets, options: FitOptions, curves: CurveData
         unavailable["approach2"] = "its loss is the Approach 3 law at its allocation, and Approach 3 is unavailable"
         del estimates["approach2"]
     return PointFit(data=data, layout=layout, targets=targets, approach3=a3, approach2=a2, approach1=a1,
-                    frontier=frontier, estimates=estimates, unavailable=unavailable)
+                    frontier=frontier, estimates=estimates, unavailable=unavailable,
+                    frontier_gamma=_frontier_gamma(layout, data) if "frontier_gamma" in estimates else None)
 
 
 class _NoFloor(ValueError):
@@ -182,6 +187,14 @@ def _floor_value(floor, a3: Approach3Fit, unavailable: dict) -> float | None:
             raise _NoFloor(f"the floor E is pinned to Approach 3's, which is unavailable ({unavailable['approach3']})")
         return a3.law.E
     return float(floor)
+
+
+def _frontier_gamma(layout: Layout, data: ScalingData) -> FrontierLaw:
+    """The frontier with its exponent pinned, through the data's interior minima (the law behind its estimates)."""
+    _, l_opt, interior, best = isoflop_rows(layout, data.loss[None, :])
+    minima = frontier_minima(l_opt, interior, best)[0]
+    measured = np.isfinite(minima)
+    return fit_frontier_pinned_exponent(layout.budgets[measured], minima[measured], REFERENCE_EXPONENT)
 
 
 def _frontier(layout: Layout, data: ScalingData, a3, options: FitOptions, unavailable: dict) -> FrontierLaw | None:
