@@ -66,22 +66,6 @@ def test_one_frontier_with_a_pinned_exponent_or_the_reason_it_has_none():
         fit_frontier_pinned_exponent(BUDGETS, 0.5 * (1e19 / BUDGETS) ** 0.4, 0.1)
 
 
-def test_pinned_exponent_sizes_follow_the_reference_law_through_its_minima():
-    """N* = k C^a with a = beta / (alpha + beta) of the reference law and k from the interior minima only."""
-    from raylm.scaling.predict.predictors import REFERENCE_SIZE_EXPONENT, Layout, pinned_exponent_sizes
-
-    law = BESIROGLU_2024
-    assert REFERENCE_SIZE_EXPONENT == pytest.approx(0.5126, abs=1e-4) == law.a
-    budgets = BUDGETS[:3]
-    layout = Layout(np.zeros(0), np.zeros(0), np.zeros(0, dtype=int), budgets)
-    ln_opt = np.log(law.optimal_params(budgets))[None, :]
-    ln_off = ln_opt + np.array([[0.0, 0.0, 5.0]])  # a third budget far off, but not interior: ignored
-    interior = np.array([[True, True, False]])
-    sizes = pinned_exponent_sizes(layout, ln_off, interior, [1e21, 1e22])
-    np.testing.assert_allclose(sizes[0], law.optimal_params(np.array([1e21, 1e22])), rtol=1e-9)
-    assert np.isnan(pinned_exponent_sizes(layout, ln_opt, np.zeros((1, 3), dtype=bool), [1e21])).all()
-
-
 def test_the_reference_exponent_is_the_chinchilla_refit_optimum_exponent():
     """alpha beta / (alpha + beta) of Besiroglu et al. (2024): 0.3478 * 0.3658 / 0.7136."""
     from raylm.scaling.predict.predictors import APPROACHES, REFERENCE_EXPONENT

@@ -14,9 +14,8 @@ subset) and the parametric bootstrap (S simulated rows, :mod:`raylm.scaling.inte
   Chinchilla data (Besiroglu et al. 2024; Hoffmann et al. 2022, eq. 4), E and C0 fitted
   (:func:`~raylm.scaling.fit.frontier.fit_frontier_rows_pinned_exponent`). A few budgets determine a
   floor or an exponent badly, never both well; the exponents of compute-optimal loss vary far less
-  between studies than the floors do, so the exponent is the one taken from outside. N* = k C^a with
-  a = beta / (alpha + beta) = 0.513 of the same law and k through the interior minima, D* = C / (6 N*)
-  (:func:`pinned_exponent_sizes`).
+  between studies than the floors do, so the exponent is the one taken from outside. N*, D* as the
+  frontier's.
 - ``frontier``: per-budget minimum losses (the parabola minimum where it is interior to the sizes,
   else the lowest measured loss of the budget, an upper bound) fitted by L*(C) = E + (C0/C)^gamma
   (:mod:`raylm.scaling.fit.frontier`, Kaplan et al. 2020 with a floor); E pinned to the same row's
