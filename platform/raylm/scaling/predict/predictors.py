@@ -55,8 +55,6 @@ from raylm.scaling.laws import BESIROGLU_2024, FLOPS_PER_PARAM_TOKEN
 APPROACHES = ("frontier_gamma", "frontier", "approach3", "approach2", "frontier_free", "power_law", "approach1")
 #: The frontier exponent ``frontier_gamma`` pins: alpha beta / (alpha + beta) of Epoch's Chinchilla refit.
 REFERENCE_EXPONENT = BESIROGLU_2024.frontier_exponent
-#: The exponent a of N* = k C^a that ``frontier_gamma``'s allocation pins: beta / (alpha + beta) of the same law.
-REFERENCE_SIZE_EXPONENT = BESIROGLU_2024.a
 
 
 @dataclass(frozen=True)
@@ -193,16 +191,6 @@ def approach2_rows(layout: Layout, ln_opt, interior, theta, targets) -> Estimate
     return Estimates(n_opt, d_opt, law_loss(theta, n_opt, d_opt))
 
 
-def pinned_exponent_sizes(layout: Layout, ln_opt, interior, targets) -> np.ndarray:
-    """N* = k C^a with a = :data:`REFERENCE_SIZE_EXPONENT` and ln k the mean of ln N*_k - a ln C_k over each row's
-    interior parabola minima (Hoffmann et al. 2022, eq. 4 and section 3.2): shape (S, T), nan without a minimum."""
-    x = np.log(layout.budgets)[None, :]
-    with np.errstate(all="ignore"):
-        log_k = np.where(interior, ln_opt - REFERENCE_SIZE_EXPONENT * x, 0.0).sum(1) / interior.sum(1)
-    lc = np.log(np.asarray(targets, dtype=float))[None, :]
-    return np.exp(log_k[:, None] + REFERENCE_SIZE_EXPONENT * lc)
-
-
 def frontier_minima(l_opt, interior, best) -> np.ndarray:
     """Each budget's minimum loss: the parabola minimum where interior, else nan (not measured)."""
     return np.where(interior, l_opt, np.nan)
@@ -239,9 +227,7 @@ def estimate_rows(layout: Layout, losses: np.ndarray, theta: np.ndarray, targets
     need = MIN_BUDGETS_FREE_FLOOR if layout.floor is None else MIN_BUDGETS_PINNED_FLOOR
     if measured >= MIN_BUDGETS_PINNED_EXPONENT:
         e, log_c0, gamma = fit_frontier_rows_pinned_exponent(np.log(layout.budgets), minima, REFERENCE_EXPONENT)
-        n_pinned = pinned_exponent_sizes(layout, ln_opt, interior, targets)
-        d_pinned = np.asarray(targets, dtype=float)[None, :] / (FLOPS_PER_PARAM_TOKEN * n_pinned)
-        out["frontier_gamma"] = Estimates(n_pinned, d_pinned,
+        out["frontier_gamma"] = Estimates(allocation.n_opt, allocation.d_opt,
                                           frontier_rows_predict(e, log_c0, gamma, targets))
     if measured >= need:
         out["frontier"] = frontier_rows(layout, minima, frontier_floor(layout, theta), allocation, targets)
