@@ -227,8 +227,9 @@ def format_summary(result: LadderBacktest, predictors=None) -> str:
     noise = result.target_noise
     if noise is not None:
         lines.insert(1, f"{noise.describe()}: errors below that follow noise")
-    if result.why_empty():
-        return "\n".join([lines[0], f"no backtest case: {result.why_empty()}"])
+    empty = result.why_empty()
+    if empty:
+        return "\n".join([lines[0], f"no backtest case: {empty}"])
     summary = result.summary()
     for name in predictors or result.predictors():
         for label, _, _ in BUCKETS:

@@ -152,7 +152,8 @@ def fit_point(data: ScalingData, targets, options: FitOptions, curves: CurveData
     layout = Layout.build(data, isoflop_budgets=options.isoflop_budgets, tolerance=options.isoflop_tolerance,
                           floor=options.floor, grid=grid)
     theta = a3.theta[None, :]
-    frontier = _frontier(layout, data, a3, options, unavailable)
+    budgets_m, minima_m = _measured_minima(layout, data)
+    frontier = _frontier(budgets_m, minima_m, a3, options, unavailable)
     rows = estimate_rows(layout, data.loss[None, :], theta, targets)
     if options.floor is None:
         unavailable.setdefault("frontier_free", "the frontier's own floor is already fitted (floor=None)")
@@ -172,7 +173,8 @@ def fit_point(data: ScalingData, targets, options: FitOptions, curves: CurveData
         del estimates["approach2"]
     return PointFit(data=data, layout=layout, targets=targets, approach3=a3, approach2=a2, approach1=a1,
                     frontier=frontier, estimates=estimates, unavailable=unavailable,
-                    frontier_gamma=_frontier_gamma(layout, data) if "frontier_gamma" in estimates else None)
+                    frontier_gamma=(fit_frontier_pinned_exponent(budgets_m, minima_m, REFERENCE_EXPONENT)
+                                    if "frontier_gamma" in estimates else None))
 
 
 class _NoFloor(ValueError):
@@ -189,31 +191,30 @@ def _floor_value(floor, a3: Approach3Fit, unavailable: dict) -> float | None:
     return float(floor)
 
 
-def _frontier_gamma(layout: Layout, data: ScalingData) -> FrontierLaw:
-    """The frontier with its exponent pinned, through the data's interior minima (the law behind its estimates)."""
+def _measured_minima(layout: Layout, data: ScalingData) -> tuple[np.ndarray, np.ndarray]:
+    """(budgets, minimum losses) of the budgets whose IsoFLOP minimum is interior: what every frontier fits."""
     _, l_opt, interior, best = isoflop_rows(layout, data.loss[None, :])
     minima = frontier_minima(l_opt, interior, best)[0]
     measured = np.isfinite(minima)
-    return fit_frontier_pinned_exponent(layout.budgets[measured], minima[measured], REFERENCE_EXPONENT)
+    return layout.budgets[measured], minima[measured]
 
 
-def _frontier(layout: Layout, data: ScalingData, a3, options: FitOptions, unavailable: dict) -> FrontierLaw | None:
-    """The frontier through the data's minima, or None with the reason recorded."""
-    _, l_opt, interior, best = isoflop_rows(layout, data.loss[None, :])
-    minima = frontier_minima(l_opt, interior, best)[0]
-    measured = np.isfinite(minima)
-    if np.unique(layout.budgets[measured]).size < MIN_BUDGETS_PINNED_EXPONENT:
-        unavailable["frontier_gamma"] = (f"{int(measured.sum())} budget(s) with an interior minimum; the frontier "
+def _frontier(budgets: np.ndarray, minima: np.ndarray, a3, options: FitOptions,
+              unavailable: dict) -> FrontierLaw | None:
+    """The frontier through the measured ``minima`` at ``budgets``, or None with the reason recorded (and the
+    reasons the frontiers with a pinned exponent or a free floor cannot run, when too few budgets are measured)."""
+    if np.unique(budgets).size < MIN_BUDGETS_PINNED_EXPONENT:
+        unavailable["frontier_gamma"] = (f"{budgets.size} budget(s) with an interior minimum; the frontier "
                                          f"with a pinned exponent needs {MIN_BUDGETS_PINNED_EXPONENT}+")
-    if np.unique(layout.budgets[measured]).size < MIN_BUDGETS_FREE_FLOOR:
-        unavailable["frontier_free"] = (f"{int(measured.sum())} budget(s) with an interior minimum; a free floor "
+    if np.unique(budgets).size < MIN_BUDGETS_FREE_FLOOR:
+        unavailable["frontier_free"] = (f"{budgets.size} budget(s) with an interior minimum; a free floor "
                                         f"needs {MIN_BUDGETS_FREE_FLOOR}+")
     try:
         floor = _floor_value(options.floor, a3, unavailable)
-        if not measured.any():
+        if not budgets.size:
             raise FrontierUnavailable("no budget has its minimum inside the sizes trained")
-        check_frontier_inputs(layout.budgets[measured], minima[measured], floor)
-        return fit_frontier(layout.budgets[measured], minima[measured], floor)
+        check_frontier_inputs(budgets, minima, floor)
+        return fit_frontier(budgets, minima, floor)
     except (FrontierUnavailable, _NoFloor) as exc:
         unavailable["frontier"] = str(exc)
         return None
