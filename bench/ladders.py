@@ -59,6 +59,15 @@ def _ceiling_note(ceiling: dict | None, noise) -> str:
     return note + (f"; {noise.describe()}" if noise is not None else "")
 
 
+def _admit_note(bucket: dict) -> str:
+    """How wide a range the minima up to each cut alone admitted (raylm.scaling.fit.admitted), as a note."""
+    width = bucket.get("minima_admit_median_width")
+    if width is None:
+        return ""
+    return (f"; the minima alone admit a median range of {width:.1%} of the loss here "
+            f"(covering {bucket['minima_admit_coverage']:.2f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--level", type=float, default=0.9)
@@ -113,7 +122,8 @@ def main() -> None:
                                   100 * s3["max_abs_error"], unit="%", goal=1.0, goal_on="raylm",
                                   higher_is_better=False,
                                   notes=f"median {s3['median_abs_error']:.2%}; N* within 1.5x "
-                                        f"{s3['n_within_factor']:.0%}{_ceiling_note(ceiling, res.target_noise)}"))
+                                        f"{s3['n_within_factor']:.0%}{_ceiling_note(ceiling, res.target_noise)}"
+                                        f"{_admit_note(s3)}"))
             if src != "synthetic":
                 worst3.append(s3["max_abs_error"])
                 n15.append(s3["n_within_factor"])

@@ -72,6 +72,11 @@ def test_harness_on_an_exact_law_knows_the_answer(exact_backtest):
     assert summary[RECOMMENDED]["all"]["max_abs_error"] < 3e-3
     text = format_summary(exact_backtest)
     assert "recommended" in text and "3-10x" in text
+    # beside it, the range the minima up to the cut admit; on an exact law it holds the measured best
+    rec = [c for c in exact_backtest.cases if c.record.predictor == RECOMMENDED]
+    assert all(c.admitted is not None and c.admits() for c in rec)
+    assert summary[RECOMMENDED]["all"]["minima_admit_coverage"] == 1.0
+    assert "minima up to each cut alone admit" in text.splitlines()[-1]
     out = json.loads(json.dumps(exact_backtest.as_dict()))
     assert out["cases"][0]["rel_error"] == pytest.approx(out["cases"][0]["predicted"] / out["cases"][0]["actual"] - 1)
 

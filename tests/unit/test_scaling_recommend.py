@@ -74,6 +74,18 @@ def test_every_predictor_at_every_target_with_intervals(result):
     assert 0.003 < result.noise.sigma < 0.012
 
 
+def test_what_the_minima_alone_admit_is_reported_and_holds_the_truth(result):
+    """Three budgets' minima decide little about 10x beyond: the admitted range holds the law's optimum and is
+    wider than the recommended interval, which leans on the pinned exponent and the calibration."""
+    admitted = result.admitted
+    assert admitted is not None and admitted.budgets == 3 and list(admitted.targets) == TARGETS
+    truth = LAW.optimal_loss(np.array(TARGETS))
+    assert np.all(np.array(admitted.low) <= truth) and np.all(truth <= np.array(admitted.high))
+    for p, low, high in zip(result.recommended, admitted.low, admitted.high, strict=True):
+        assert high - low > p.loss_interval[1] - p.loss_interval[0]
+    assert result.as_dict()["admitted"]["high"] == list(admitted.high)
+
+
 def test_backtest_holds_out_the_largest_budget(study, result):
     test = result.backtest
     top = study.flops > 5e18

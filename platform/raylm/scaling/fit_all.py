@@ -38,9 +38,12 @@ class FitReport:
             keys = ("approach", "budget", "n_opt", "d_opt", "tokens_per_param", "loss", "loss_interval",
                     "run_interval", "level")
             out["recommended"] = [{k: p[k] for k in keys} for p in rec["recommended"]]
+            admitted = self.recommendation.admitted
+            for i, entry in enumerate(out["recommended"]):  # what the minima alone admit, beside the interval
+                entry["minima_admit"] = None if admitted is None else [admitted.low[i], admitted.high[i]]
             out["backtest"] = rec["backtest"]
             out["recommendation"] = {k: rec[k] for k in ("approach", "reason", "predictions", "unavailable",
-                                                          "noise", "bootstrap")}
+                                                          "noise", "bootstrap", "admitted")}
         return json_safe(out)
 
 

@@ -24,6 +24,7 @@ from raylm.scaling.data import ScalingData
 from raylm.scaling.fit.frontier import MIN_BUDGETS_FREE_FLOOR, FrontierUnavailable, fit_frontier
 from raylm.scaling.intervals.calibrated import calibrated_quantile, interval_scale, spread_of
 from raylm.scaling.predict.pointfit import FitOptions
+from raylm.scaling.predict.recommend import minima_admit
 from raylm.scaling.predict.stacking import case_table, choose, simplex_least_squares
 
 RECOMMENDED = "recommended"
@@ -40,6 +41,7 @@ class Case:
     record: Record
     u: float
     approach: str
+    admitted: tuple[float, float] | None = None  # the losses the minima up to the cut alone admit (recommended)
 
     def covered(self, q: float) -> bool:
         return bool(abs(self.record.log_error) <= q * self.u) if self.u > 0 else False
@@ -48,9 +50,20 @@ class Case:
         """Interval width relative to the prediction: e^(qu) - e^(-qu) (nan without an interval)."""
         return float(np.exp(q * self.u) - np.exp(-q * self.u)) if self.u > 0 else float("nan")
 
+    def admits(self) -> bool | None:
+        """Whether the measured loss lies in the range the minima admit (None without one)."""
+        if self.admitted is None:
+            return None
+        return bool(self.admitted[0] <= self.record.actual <= self.admitted[1])
+
+    def admitted_width(self) -> float:
+        """The admitted range's width relative to the measured loss (nan without one)."""
+        return float("nan") if self.admitted is None else (self.admitted[1] - self.admitted[0]) / self.record.actual
+
     def as_dict(self, q: float) -> dict:
         return {**self.record.as_dict(), "approach": self.approach, "u": self.u, "covered": self.covered(q),
-                "interval_width": self.width(q)}
+                "interval_width": self.width(q), "minima_admit": None if self.admitted is None else list(self.admitted),
+                "minima_admit_covered": self.admits()}
 
 
 @dataclass(frozen=True)
@@ -103,7 +116,11 @@ def summarize(cases: list[Case], q: float) -> dict:
     err = np.array([c.record.rel_error for c in cases])
     n_log = np.abs([c.record.n_log_ratio for c in cases])
     widths = np.array([c.width(q) for c in cases])
-    return {"cases": len(cases), "median_abs_error": float(np.median(np.abs(err))),
+    admitted = [c for c in cases if c.admitted is not None]
+    minima = ({"minima_admit_coverage": float(np.mean([c.admits() for c in admitted])),
+               "minima_admit_median_width": float(np.median([c.admitted_width() for c in admitted]))}
+              if admitted else {})
+    return {**minima,"cases": len(cases), "median_abs_error": float(np.median(np.abs(err))),
             "max_abs_error": float(np.max(np.abs(err))), "mean_error": float(np.mean(err)),
             "coverage": float(np.mean([c.covered(q) for c in cases])),
             "median_width": float(np.nanmedian(widths)) if np.isfinite(widths).any() else None,
@@ -125,6 +142,7 @@ def backtest_ladder(data: ScalingData, options: FitOptions, *, name: str = "ladd
         inner = records_of(ladder, [f for f in fits if f.index < fit.index], upto=fit.index)
         choice = choose(inner, list(fit.point.estimates))
         own = records_of(ladder, [fit])
+        admitted = minima_admit(fit.point, ladder.budgets[list(fit.targets)])
         for col, k in enumerate(fit.targets):
             losses = {n: e.loss[0, col] for n, e in fit.point.estimates.items()}
             sizes = {n: e.n_opt[0, col] for n, e in fit.point.estimates.items()}
@@ -136,7 +154,8 @@ def backtest_ladder(data: ScalingData, options: FitOptions, *, name: str = "ladd
                 rec = Record(fit.cut, fit.fitted_budgets, fit.span, float(ladder.budgets[k]), RECOMMENDED,
                              float(choice.combine(losses)), mine[0].actual, mine[0].actual_source,
                              float(choice.combine(sizes)), mine[0].n_best)
-                cases.append(Case(rec, u, choice.approach))
+                cases.append(Case(rec, u, choice.approach,
+                                  None if admitted is None else (admitted.low[col], admitted.high[col])))
     return LadderBacktest(name, level, calibrated_quantile(level), cases, int(ladder.budgets.size), per_fit,
                           target_noise_of(ladder), int(sum(b.interior for b in ladder.best)), min_measured)
 
@@ -240,4 +259,16 @@ def format_summary(result: LadderBacktest, predictors=None) -> str:
             lines.append(f"{name:<14}{label:>9}{s['cases']:>7}{s['median_abs_error']:>13.2%}"
                          f"{s['max_abs_error']:>10.2%}{s['mean_error']:>+9.2%}{s['coverage']:>10.2f}"
                          f"{width:>8}{s['n_within_factor']:>12.2f}")
+    lines += minima_admit_lines(summary.get(RECOMMENDED, {}))
     return "\n".join(lines)
+
+
+def minima_admit_lines(summary: dict) -> list[str]:
+    """What the minima up to each cut alone admitted, per ratio bucket (:mod:`raylm.scaling.fit.admitted`)."""
+    parts = [f"{label} {s['minima_admit_median_width']:.1%} (covering {s['minima_admit_coverage']:.2f})"
+             for label, _, _ in BUCKETS if (s := summary.get(label, {})).get("minima_admit_median_width") is not None]
+    if not parts:
+        return []
+    return ["the minima up to each cut alone admit losses spanning a median of " + ", ".join(parts)
+            + " of the measured loss: what the recommendation claims beyond that rests on the pinned exponent, "
+            "the law through every run and the calibration"]

@@ -91,6 +91,7 @@ class PointFit:
     estimates: dict[str, Estimates] = field(repr=False)
     unavailable: dict[str, str]
     frontier_gamma: FrontierLaw | None = None  # the frontier with its exponent pinned
+    minima: tuple[np.ndarray, np.ndarray] = field(default=(np.zeros(0), np.zeros(0)), repr=False)  # (budgets, losses)
 
     @property
     def theta(self) -> np.ndarray:
@@ -174,7 +175,8 @@ def fit_point(data: ScalingData, targets, options: FitOptions, curves: CurveData
     return PointFit(data=data, layout=layout, targets=targets, approach3=a3, approach2=a2, approach1=a1,
                     frontier=frontier, estimates=estimates, unavailable=unavailable,
                     frontier_gamma=(fit_frontier_pinned_exponent(budgets_m, minima_m, REFERENCE_EXPONENT)
-                                    if "frontier_gamma" in estimates else None))
+                                    if "frontier_gamma" in estimates else None),
+                    minima=(budgets_m, minima_m))
 
 
 class _NoFloor(ValueError):

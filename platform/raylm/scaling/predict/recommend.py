@@ -13,7 +13,8 @@ backtest errors and the predictors' disagreement); every predictor keeps its own
 interval (:mod:`raylm.scaling.intervals.simulated`, run by
 :mod:`raylm.scaling.intervals.simulated_studies`: a parametric bootstrap with the run noise, which
 knows only the noise of the law it assumes). ``backtest`` is the largest budget held out, reported
-per predictor.
+per predictor. ``admitted`` is the range of losses the IsoFLOP minima alone admit at each target
+(:mod:`raylm.scaling.fit.admitted`): what the grid decides without the priors the predictors carry.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from raylm.scaling.backtest.largest_budget import Backtest, run_backtest
 from raylm.scaling.backtest.leave_future_out import Ladder, Record, cut_fits, records_of
 from raylm.scaling.curves import CurveData
 from raylm.scaling.data import ScalingData
+from raylm.scaling.fit.admitted import AdmittedRange, admitted_range
 from raylm.scaling.fit.approach3 import Approach3Fit
 from raylm.scaling.intervals.calibrated import calibrated_bounds, interval_scale, spread_of
 from raylm.scaling.intervals.simulated import NoiseEstimate, estimate_noise
@@ -63,6 +65,7 @@ class Recommendation:
     recommended: list[Prediction] = field(default_factory=list)  # the rule's prediction, calibrated interval
     choice: Choice | None = field(default=None, repr=False)
     cases: list[Record] = field(default_factory=list, repr=False)  # the data's own leave-future-out cases
+    admitted: AdmittedRange | None = None  # the losses the IsoFLOP minima alone admit at the targets
 
     def as_dict(self) -> dict:
 
@@ -77,6 +80,7 @@ class Recommendation:
             "law_misfit": None if self.point is None else self.point.law_misfit,
             "leave_future_out": leave_future_out_errors(self.cases),
             "fits": {} if self.point is None else self.point.fits_as_dict(),
+            "admitted": None if self.admitted is None else self.admitted.as_dict(),
         })
 
 
@@ -159,13 +163,24 @@ def recommend(data: ScalingData, targets, curves: CurveData | None = None, *, fi
                           unavailable=dict(point.unavailable), backtest=test, approach=choice.approach,
                           reason=choice.reason, noise=noise_est, simulations=intervals.simulations,
                           seed=intervals.seed, simulated=sims, point=point, recommended=recommended, choice=choice,
-                          cases=cases)
+                          cases=cases, admitted=minima_admit(point, targets, intervals.noise))
 
 
 def _noise(data: ScalingData, point: PointFit, intervals: IntervalOptions) -> NoiseEstimate:
     law_resid = point.law_residuals
     isoflop = isoflop_residuals(point.layout, data.loss) if intervals.noise_source == "isoflop" else None
     return estimate_noise(law_resid, isoflop, intervals.noise)
+
+
+def minima_admit(point: PointFit, targets, noise: float | None = None) -> AdmittedRange | None:
+    """:func:`~raylm.scaling.fit.admitted.admitted_range` of the point fit's IsoFLOP minima, with the run noise
+    (``noise`` when given, else the IsoFLOP parabolas' residuals, else the law's) as the minima's noise: an upper
+    bound, a minimum averaging several runs. None when the noise cannot be estimated."""
+    try:
+        sigma = estimate_noise(point.law_residuals, isoflop_residuals(point.layout, point.data.loss), noise).sigma
+    except UserError:
+        return None
+    return admitted_range(*point.minima, targets, sigma)
 
 
 def _own_cases(data: ScalingData, options: FitOptions) -> list[Record]:
