@@ -106,7 +106,7 @@ def test_fit_command_prints_the_recommended_prediction(capsys):
         assert 6 * r["n_opt"] * r["d_opt"] == pytest.approx(r["budget"])
         admit_low, admit_high = r["minima_admit"]  # what the IsoFLOP minima alone admit there
         assert admit_low < admit_high
-    assert result["recommendation"]["admitted"]["targets"] == [1e22, 3e22]
+    assert result["recommendation"]["minima_admit"]["targets"] == [1e22, 3e22]
     backtest = result["backtest"]
     assert backtest["held_out_budget"] == pytest.approx(3e21) and backtest["actual_source"] == "parabola minimum"
     assert recommended[0]["approach"] in backtest["ranking"] + ["stacked"]

@@ -83,7 +83,7 @@ def test_what_the_minima_alone_admit_is_reported_and_holds_the_truth(result):
     assert np.all(np.array(admitted.low) <= truth) and np.all(truth <= np.array(admitted.high))
     for p, low, high in zip(result.recommended, admitted.low, admitted.high, strict=True):
         assert high - low > p.loss_interval[1] - p.loss_interval[0]
-    assert result.as_dict()["admitted"]["high"] == list(admitted.high)
+    assert result.as_dict()["minima_admit"]["high"] == list(admitted.high)
 
 
 def test_backtest_holds_out_the_largest_budget(study, result):

@@ -54,9 +54,9 @@ def test_show_refits_from_the_record_alone_and_writes_beside_the_study(study_dir
     assert text.startswith(f"study {directory.name}: 9 grid runs, from its record in {directory}")
     assert "recommended (" in text and "MLflow" not in text and "verification:" not in text
     # one budget's minimum is interior here, so no range is admitted and none is claimed; with one, it is shown
-    assert shown.fit["admitted"] is None and "alone admit" not in text
+    assert shown.fit["minima_admit"] is None and "alone admit" not in text
     admitted = {"budgets": 3, "low": [2.91], "high": [3.37]}
-    with_range = outcome_summary(dataclasses.replace(shown, fit={**shown.fit, "admitted": admitted}))
+    with_range = outcome_summary(dataclasses.replace(shown, fit={**shown.fit, "minima_admit": admitted}))
     assert "its 3 IsoFLOP minima alone admit 2.9100-3.3700 there" in with_range
     assert all(r.loss is not None and r.reused for r in shown.results)
     out = directory / "show"

@@ -43,7 +43,7 @@ class FitReport:
                 entry["minima_admit"] = None if admitted is None else [admitted.low[i], admitted.high[i]]
             out["backtest"] = rec["backtest"]
             out["recommendation"] = {k: rec[k] for k in ("approach", "reason", "predictions", "unavailable",
-                                                          "noise", "bootstrap", "admitted")}
+                                                          "noise", "bootstrap", "minima_admit")}
         return json_safe(out)
 
 

@@ -51,7 +51,7 @@ def outcome_summary(outcome, full_grid: bool | None = None) -> str:
     lines += [f"recommended ({top['approach']}): at C={top['budget']:.3g} train N*={top['n_opt']:,.0f} on "
               f"D*={top['d_opt']:,.0f} tokens ({top['d_opt'] / top['n_opt']:.1f} per parameter); predicted loss "
               f"{num(top['loss'])}, {100 * top['level']:.0f}% interval {interval(top.get('loss_interval'))}"]
-    admitted = outcome.fit.get("admitted")
+    admitted = outcome.fit.get("minima_admit")
     if admitted:
         lines.append(f"  its {admitted['budgets']} IsoFLOP minima alone admit {num(admitted['low'][0])}-"
                      f"{num(admitted['high'][0])} there; the interval's narrower claim rests on the pinned exponent, "

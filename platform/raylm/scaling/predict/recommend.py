@@ -80,7 +80,7 @@ class Recommendation:
             "law_misfit": None if self.point is None else self.point.law_misfit,
             "leave_future_out": leave_future_out_errors(self.cases),
             "fits": {} if self.point is None else self.point.fits_as_dict(),
-            "admitted": None if self.admitted is None else self.admitted.as_dict(),
+            "minima_admit": None if self.admitted is None else self.admitted.as_dict(),
         })
 
 
