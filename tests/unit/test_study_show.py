@@ -16,7 +16,7 @@ from raylm.study.config import load_study
 from raylm.study.grid import build_grid, verification_point
 from raylm.study.record import StudyRecord
 from raylm.study.show import STUDY_FILE, ShowSettings, save_study, show_study
-from raylm.study.summary import outcome_summary
+from raylm.study.summary import minima_admit_line, outcome_summary
 
 LAW = {"E": 1.8, "A": 400.0, "B": 400.0, "alpha": 0.34, "beta": 0.28}
 
@@ -57,7 +57,8 @@ def test_show_refits_from_the_record_alone_and_writes_beside_the_study(study_dir
     assert shown.fit["minima_admit"] is None and "alone admit" not in text
     admitted = {"budgets": 3, "low": [2.91], "high": [3.37]}
     with_range = outcome_summary(dataclasses.replace(shown, fit={**shown.fit, "minima_admit": admitted}))
-    assert "its 3 IsoFLOP minima alone admit 2.9100-3.3700 there" in with_range
+    assert "its 3 IsoFLOP minima alone admit 2.9100-3.3700 there; the narrower interval rests on" in with_range
+    assert "the narrower interval" not in minima_admit_line(admitted, [2.5, 3.5])  # the interval claims no more
     assert all(r.loss is not None and r.reused for r in shown.results)
     out = directory / "show"
     assert json.loads((out / "fit.json").read_text())["recommended"][0]["budget"] == 2.4e9

@@ -8,6 +8,16 @@ def num(value, spec: str = ".4f") -> str:
     return "n/a" if value is None or value != value else format(value, spec)
 
 
+def minima_admit_line(admitted: dict, loss_interval) -> str:
+    """What the grid's IsoFLOP minima alone admit at the first target, and whether the interval claims more."""
+    low, high = admitted["low"][0], admitted["high"][0]
+    line = f"  its {admitted['budgets']} IsoFLOP minima alone admit {num(low)}-{num(high)} there"
+    if loss_interval and None not in loss_interval and loss_interval[1] - loss_interval[0] < high - low:
+        line += ("; the narrower interval rests on the pinned exponent, the law through every run and the "
+                 "calibration on public ladders")
+    return line
+
+
 def interval(pair) -> str:
     return f"[{num(pair[0])}, {num(pair[1])}]" if pair else "[n/a]"
 
@@ -53,9 +63,7 @@ def outcome_summary(outcome, full_grid: bool | None = None) -> str:
               f"{num(top['loss'])}, {100 * top['level']:.0f}% interval {interval(top.get('loss_interval'))}"]
     admitted = outcome.fit.get("minima_admit")
     if admitted:
-        lines.append(f"  its {admitted['budgets']} IsoFLOP minima alone admit {num(admitted['low'][0])}-"
-                     f"{num(admitted['high'][0])} there; the interval's narrower claim rests on the pinned exponent, "
-                     "the law through every run and the calibration on public ladders")
+        lines.append(minima_admit_line(admitted, top.get("loss_interval")))
     for path in outcome.answers:
         lines.append(f"  train it: raylm train --config {path}")
     m = outcome.metrics
