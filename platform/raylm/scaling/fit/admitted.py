@@ -1,19 +1,24 @@
-"""What a grid's own IsoFLOP minima say about a bigger budget, with no prior: the frontier's profile range.
+"""What a grid's own IsoFLOP minima say about a bigger budget, with no prior: the frontier's likelihood range.
 
 The frontier L*(C) = E + (C0/C)^gamma (Kaplan et al. 2020, eq. 1.4, with the irreducible term of
 Hoffmann et al. 2022, eq. 2) has three parameters, and a few budgets' minima hardly separate its floor
 E from its exponent gamma: on a short span a high floor with a steep exponent and a low floor with a
-shallow one pass through the same points and part ways beyond them. Profile it over its floor: for
-each E in [0, min L), the least-squares (C0, gamma) through the minima (:func:`frontier_given_floors`)
-leaves SSE(E) in ln L. Every E with
+shallow one pass through the same points and part ways beyond them. The range admitted at a target C
+is the set of L*(C) over every (E, C0, gamma) whose fit to the minima is within the likelihood-ratio
+bound of the best,
 
-    SSE(E) - min_E SSE(E) <= chi2_1(level) sigma^2
+    SSE(E, C0, gamma) - min SSE <= chi2_1(level) sigma^2,
 
-is admitted (the profile-likelihood region of Wilks 1938; Pawitan 2001, "In All Likelihood", section
-2.6 and 3.4), sigma being the minima's relative noise, and the range of the admitted frontiers' losses
-at a target is what the minima alone admit there. With two budgets every floor passes (two points fix
-a curve for any floor). A prediction that claims more than this range relies on something besides the
-minima: a pinned exponent or floor, the law through every run, or the calibration on public ladders.
+the profile-likelihood interval of the prediction (Wilks 1938; Pawitan 2001, "In All Likelihood",
+sections 2.6 and 3.4), sigma being the minima's relative noise. Given E the frontier is the line
+z = ln(L - E) = u + v ln C, and weighted least squares with weights ((L - E) / L)^2 makes its SSE the
+SSE of ln L to first order (:mod:`raylm.scaling.fit.frontier`), so the lines admitted at that E form
+an ellipse around the fitted one: at x = ln C their z spans z_hat +- sqrt((bound - SSE(E)) h(x)),
+h(x) = (1, x) (X'WX)^-1 (1, x)' (the prediction variance factor of linear regression). E runs over a
+grid in [0, min L); a decreasing frontier never rises above the lowest minimum, which caps the range.
+With two budgets every floor passes (two points fix a curve for any floor). A prediction that claims
+less than this range relies on something besides the minima: a pinned exponent or floor, the law
+through every run, or the calibration on public ladders.
 """
 
 from __future__ import annotations
@@ -22,8 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import chi2
-
-from raylm.scaling.fit.frontier import frontier_given_floors
 
 ADMITTED_LEVEL = 0.95
 _FLOORS = 800  # floors on the profile grid in [0, min L)
@@ -63,12 +66,50 @@ def admitted_range(budgets, minima, targets, sigma: float, level: float = ADMITT
     if np.unique(c).size < 2 or not (np.isfinite(sigma) and sigma > 0) or not np.all(y > 0):
         return None
     floors = np.linspace(0.0, y.min() * (1.0 - 1e-6), _FLOORS)
-    u, v, sse = frontier_given_floors(c, y, floors)
-    fits = np.isfinite(u) & np.isfinite(v) & (v < 0) & np.isfinite(sse)
+    lines = _lines_given_floors(np.log(c), y, floors)
+    fits = np.isfinite(lines.sse) & (lines.v < 0)
     if not fits.any():
         return None
-    keep = fits & (sse - sse[fits].min() <= chi2.ppf(level, 1) * sigma ** 2)
-    losses = floors[keep, None] + np.exp(u[keep, None] + v[keep, None] * np.log(t)[None, :])
-    return AdmittedRange(tuple(t.tolist()), tuple(losses.min(0).tolist()), tuple(losses.max(0).tolist()),
+    room = lines.sse[fits].min() + chi2.ppf(level, 1) * sigma ** 2 - lines.sse  # per floor, >= 0 where admitted
+    keep = fits & (room >= 0)
+    x = np.log(t)[None, :]
+    z_hat = lines.u[keep, None] + lines.v[keep, None] * x
+    h = lines.h00[keep, None] + 2.0 * lines.h01[keep, None] * x + lines.h11[keep, None] * x * x
+    half = np.sqrt(np.maximum(room[keep, None] * h, 0.0))
+    e = floors[keep, None]
+    with np.errstate(over="ignore"):  # a far target's upper lines overflow; the lowest minimum caps them
+        low = (e + np.exp(z_hat - half)).min(0)
+        high = np.minimum((e + np.exp(z_hat + half)).max(0), y.min())
+    return AdmittedRange(tuple(t.tolist()), tuple(low.tolist()), tuple(high.tolist()),
                          (float(floors[keep].min()), float(floors[keep].max())), int(np.unique(c).size),
                          float(sigma), level)
+
+
+@dataclass(frozen=True)
+class _Lines:
+    """Per floor: the weighted least-squares line z = u + v x, its weighted SSE and (X'WX)^-1 = [[h00, h01],
+    [h01, h11]]."""
+
+    u: np.ndarray
+    v: np.ndarray
+    sse: np.ndarray
+    h00: np.ndarray
+    h01: np.ndarray
+    h11: np.ndarray
+
+
+def _lines_given_floors(x: np.ndarray, y: np.ndarray, floors: np.ndarray) -> _Lines:
+    gap = y[None, :] - floors[:, None]
+    with np.errstate(all="ignore"):
+        z = np.log(gap)
+        w = (gap / y[None, :]) ** 2
+        sw, sx, sxx = w.sum(1), (w * x).sum(1), (w * x * x).sum(1)
+        sz, sxz = (w * z).sum(1), (w * x * z).sum(1)
+        det = sw * sxx - sx * sx
+        v = (sw * sxz - sx * sz) / det
+        u = (sz - v * sx) / sw
+        sse = (w * (z - u[:, None] - v[:, None] * x) ** 2).sum(1)
+    ok = np.all(gap > 0, axis=1) & (det > 1e-12 * sw * sw)
+    nan = np.full(floors.size, np.nan)
+    return _Lines(np.where(ok, u, nan), np.where(ok, v, nan), np.where(ok, sse, np.inf),
+                  np.where(ok, sxx / det, nan), np.where(ok, -sx / det, nan), np.where(ok, sw / det, nan))

@@ -159,16 +159,6 @@ def frontier_rows_predict(e: np.ndarray, log_c0: np.ndarray, gamma: np.ndarray, 
         return e[:, None] + np.exp(gamma[:, None] * (log_c0[:, None] - lc))
 
 
-def frontier_given_floors(budgets, losses, floors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each floor E in ``floors``: the best line ln(L - E) = u + v ln C through ``losses`` at ``budgets``
-    (gamma = -v, ln C0 = u / gamma) and the sum of squared ln L residuals it leaves (inf where none fits)."""
-    x, y = np.asarray(budgets, dtype=float), np.asarray(losses, dtype=float)
-    e = np.asarray(floors, dtype=float)
-    shape = (e.size, x.size)
-    return _line_given_floor(np.broadcast_to(np.log(x), shape), np.broadcast_to(y, shape), e,
-                             np.ones(shape, dtype=bool))
-
-
 def _line_given_floor(x, y, e, ok):
     """Weighted least squares of z = ln(y - E) = u + v x; returns u, v and the SSE of ln y."""
     with np.errstate(all="ignore"):
