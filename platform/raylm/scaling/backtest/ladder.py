@@ -120,7 +120,7 @@ def summarize(cases: list[Case], q: float) -> dict:
     minima = ({"minima_admit_coverage": float(np.mean([c.admits() for c in admitted])),
                "minima_admit_median_width": float(np.median([c.admitted_width() for c in admitted]))}
               if admitted else {})
-    return {**minima,"cases": len(cases), "median_abs_error": float(np.median(np.abs(err))),
+    return {**minima, "cases": len(cases), "median_abs_error": float(np.median(np.abs(err))),
             "max_abs_error": float(np.max(np.abs(err))), "mean_error": float(np.mean(err)),
             "coverage": float(np.mean([c.covered(q) for c in cases])),
             "median_width": float(np.nanmedian(widths)) if np.isfinite(widths).any() else None,
