@@ -87,6 +87,10 @@ def headline_metrics(fit: dict, recommended: list[dict], verify: list[PointResul
     frontier = fits.get("frontier") or {}
     metrics.update({f"fit/frontier_{k}": frontier[k] for k in ("E", "C0", "gamma") if frontier.get(k) is not None})
     metrics["fit/law_misfit"] = fit.get("law_misfit")  # the interval's m (raylm.scaling.intervals.calibrated)
+    admitted = fit.get("minima_admit")  # what the grid's minima alone admit (raylm.scaling.fit.admitted)
+    if admitted:
+        metrics.update({"predicted/minima_admit_low": admitted["low"][0],
+                        "predicted/minima_admit_high": admitted["high"][0]})
     for name, error in ((fit.get("backtest") or {}).get("rel_error") or {}).items():
         if error is not None:
             metrics[f"backtest/{name}_rel_error"] = error
