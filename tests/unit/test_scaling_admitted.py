@@ -45,7 +45,6 @@ def test_noisy_minima_still_covered_and_json_ready():
     assert np.all(np.array(r.high) <= losses.min())  # a decreasing frontier never rises above the lowest minimum
     d = r.as_dict()
     assert d["budgets"] == 6 and d["sigma"] == sigma and len(d["low"]) == 2 and "profile likelihood" in d["method"]
-    assert "6 IsoFLOP minima alone admit" in r.describe(0)
 
 
 @pytest.mark.parametrize("budgets, losses, sigma", [

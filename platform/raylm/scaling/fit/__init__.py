@@ -7,7 +7,7 @@
   :mod:`~raylm.scaling.fit.batched_newton` on :mod:`~raylm.scaling.fit.objective`, with
   :mod:`~raylm.scaling.fit.bootstrap` summaries;
 - :mod:`~raylm.scaling.fit.frontier`: the compute frontier L*(C) = E + (C0/C)^gamma (Kaplan et al. 2020);
-- :mod:`~raylm.scaling.fit.admitted`: the losses the IsoFLOP minima alone admit at a target (its profile
-  likelihood over the floor);
+- :mod:`~raylm.scaling.fit.admitted`: the losses the IsoFLOP minima alone admit at a target (the
+  profile-likelihood interval of the frontier's prediction);
 - :mod:`~raylm.scaling.fit.blocks`: row blocks on a few threads for the batched searches.
 """

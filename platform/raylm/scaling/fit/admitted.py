@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import chi2
 
+from raylm.scaling.fit.frontier import floor_lines
+
 ADMITTED_LEVEL = 0.95
 _FLOORS = 800  # floors on the profile grid in [0, min L)
 
@@ -47,14 +49,9 @@ class AdmittedRange:
     def as_dict(self) -> dict:
         return {"targets": list(self.targets), "low": list(self.low), "high": list(self.high),
                 "floors": list(self.floors), "budgets": self.budgets, "sigma": self.sigma, "level": self.level,
-                "method": "profile likelihood of the frontier E + (C0/C)^gamma through the IsoFLOP minima over "
-                          f"its floor: every E with SSE(E) - min SSE <= chi2_1({self.level:g}) sigma^2 "
-                          "(raylm.scaling.fit.admitted)"}
-
-    def describe(self, index: int) -> str:
-        return (f"the {self.budgets} IsoFLOP minima alone admit {self.low[index]:.4g}-{self.high[index]:.4g} "
-                f"(any floor {self.floors[0]:.3g}-{self.floors[1]:.3g}, {self.level:.0%} profile likelihood, "
-                f"minima noise {self.sigma:.2%})")
+                "method": "profile likelihood of the prediction of the frontier E + (C0/C)^gamma through "
+                          f"the IsoFLOP minima: every (E, C0, gamma) with SSE - min SSE <= chi2_1({self.level:g}) "
+                          "sigma^2 (raylm.scaling.fit.admitted)"}
 
 
 def admitted_range(budgets, minima, targets, sigma: float, level: float = ADMITTED_LEVEL) -> AdmittedRange | None:
@@ -99,17 +96,14 @@ class _Lines:
 
 
 def _lines_given_floors(x: np.ndarray, y: np.ndarray, floors: np.ndarray) -> _Lines:
-    gap = y[None, :] - floors[:, None]
+    shape = (floors.size, x.size)
+    xs = np.broadcast_to(x, shape)
+    fit = floor_lines(xs, np.broadcast_to(y, shape), floors, np.ones(shape, dtype=bool))
     with np.errstate(all="ignore"):
-        z = np.log(gap)
-        w = (gap / y[None, :]) ** 2
-        sw, sx, sxx = w.sum(1), (w * x).sum(1), (w * x * x).sum(1)
-        sz, sxz = (w * z).sum(1), (w * x * z).sum(1)
-        det = sw * sxx - sx * sx
-        v = (sw * sxz - sx * sz) / det
-        u = (sz - v * sx) / sw
-        sse = (w * (z - u[:, None] - v[:, None] * x) ** 2).sum(1)
-    ok = np.all(gap > 0, axis=1) & (det > 1e-12 * sw * sw)
+        sse = (fit.w * (fit.z - fit.u[:, None] - fit.v[:, None] * xs) ** 2).sum(1)
+    ok = fit.valid.all(1) & (fit.det > 1e-12 * fit.sw * fit.sw)
     nan = np.full(floors.size, np.nan)
-    return _Lines(np.where(ok, u, nan), np.where(ok, v, nan), np.where(ok, sse, np.inf),
-                  np.where(ok, sxx / det, nan), np.where(ok, -sx / det, nan), np.where(ok, sw / det, nan))
+    with np.errstate(all="ignore"):
+        return _Lines(np.where(ok, fit.u, nan), np.where(ok, fit.v, nan), np.where(ok, sse, np.inf),
+                      np.where(ok, fit.sxx / fit.det, nan), np.where(ok, -fit.sx / fit.det, nan),
+                      np.where(ok, fit.sw / fit.det, nan))

@@ -159,8 +159,24 @@ def frontier_rows_predict(e: np.ndarray, log_c0: np.ndarray, gamma: np.ndarray, 
         return e[:, None] + np.exp(gamma[:, None] * (log_c0[:, None] - lc))
 
 
-def _line_given_floor(x, y, e, ok):
-    """Weighted least squares of z = ln(y - E) = u + v x; returns u, v and the SSE of ln y."""
+@dataclass(frozen=True)
+class FloorLines:
+    """Per row and floor E: the weighted least-squares line z = ln(y - E) = u + v x of the module docstring
+    (weights ((y - E) / y)^2, zero where a point is masked or not above E), with its z, weights and sums."""
+
+    valid: np.ndarray  # (S, n) points used
+    z: np.ndarray
+    w: np.ndarray
+    sw: np.ndarray  # (S,) sum w, sum w x, sum w x^2 and det = sw sxx - sx^2 of X'WX
+    sx: np.ndarray
+    sxx: np.ndarray
+    det: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+
+
+def floor_lines(x, y, e, ok) -> FloorLines:
+    """:class:`FloorLines` for rows ``x``, ``y`` (S, n) with mask ``ok`` and floors ``e`` (S,) (nan where singular)."""
     with np.errstate(all="ignore"):
         gap = y - e[:, None]
         valid = ok & (gap > 0)
@@ -171,8 +187,16 @@ def _line_given_floor(x, y, e, ok):
         det = sw * sxx - sx * sx
         v = (sw * sxz - sx * sz) / det
         u = (sz - v * sx) / sw
+    return FloorLines(valid, z, w, sw, sx, sxx, det, u, v)
+
+
+def _line_given_floor(x, y, e, ok):
+    """Weighted least squares of z = ln(y - E) = u + v x; returns u, v and the SSE of ln y."""
+    lines = floor_lines(x, y, e, ok)
+    valid, sw, det = lines.valid, lines.sw, lines.det
+    with np.errstate(all="ignore"):
         enough = (valid.sum(1) >= MIN_BUDGETS_PINNED_FLOOR) & (valid.sum(1) == ok.sum(1)) & (det > 1e-12 * sw * sw)
-        u, v = np.where(enough, u, np.nan), np.where(enough, v, np.nan)
+        u, v = np.where(enough, lines.u, np.nan), np.where(enough, lines.v, np.nan)
         pred = e[:, None] + np.exp(u[:, None] + v[:, None] * x)
         sse = np.where(ok, (np.log(y) - np.log(pred)) ** 2, 0.0).sum(1)
     return u, v, np.where(np.isfinite(sse), sse, np.inf)
