@@ -1,10 +1,11 @@
-"""A real Ray head for the job-submission tests, started once per session with the real CLI.
+"""A real Ray head for the job-submission tests, started once for this package with the real CLI.
 
 ``ray start --head --block`` runs as a child process with token authentication on (Ray 2.60's
 ``RAY_AUTH_MODE=token``, the token in a file of its own) and its dashboard, which serves the job
 API, on 127.0.0.1. Every port is chosen free, so the head lives beside the local Ray of the other
 tests. It is stopped by signalling that process, never with ``ray stop`` (which stops every Ray
-on the machine).
+on the machine). It is stopped when this package's tests are done: an idle head's dashboard, agent,
+log monitor and Ray Data actors take about a tenth of a core, which the rest of the session needs.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_head():
     root = Path(tempfile.mkdtemp(prefix="rayhead-"))  # short: Ray's socket paths must stay under 108 bytes
     token_file = root / "auth_token"

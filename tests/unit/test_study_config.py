@@ -68,10 +68,23 @@ def test_verification_point_is_the_closest_model_at_the_target(tmp_path):
     ({"budgetz": [1.0]}, "unknown key 'budgetz'"),
     ({"budgets": [1.0e3, 4.0e8, 8.0e8]}, "less than one step"),
 ])
-def test_impossible_grids_exit_2_before_training(tmp_path, changes, message):
-    result = run_cli("study", "--config", str(edit(tmp_path, **changes)), cwd=tmp_path)
+def test_impossible_grids_exit_2_before_training(tmp_path, monkeypatch, capsys, changes, message):
+    """``raylm study``'s own entry point in this process (seconds each); the console script in a subprocess is
+    checked once below."""
+    from raylm.cli import main
+
+    path = edit(tmp_path, **changes)
+    monkeypatch.chdir(tmp_path)
+    assert main(["study", "--config", str(path)]) == 2
+    said = capsys.readouterr()
+    assert message in said.err and "Traceback" not in said.err, said.out + said.err
+    assert not (tmp_path / "studies").exists()
+
+
+def test_the_study_command_exits_2_in_a_subprocess(tmp_path):
+    result = run_cli("study", "--config", str(edit(tmp_path, points_per_budget=2)), cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert message in result.stderr and "Traceback" not in result.stderr
+    assert "needs 3 or more" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "studies").exists()
 
 
